@@ -1,0 +1,334 @@
+"""Can a KubeRay cluster ever run a config's placement plan? A check that prevents jobs stuck in Pending.
+
+A RayCluster (or the ``rayClusterSpec`` of a RayJob) is read the way the Ray autoscaler reads it: each group's
+Ray resources per node come from the group's ``resources`` field, else ``rayStartParams`` (``num-cpus``,
+``num-gpus``, ``resources`` JSON), else the Ray container's limits (then requests); a worker group can grow to
+``maxReplicas`` nodes when in-tree autoscaling is on, else it has its fixed ``replicas``. The actors of
+:func:`rlvr_ray.placement.placement_plan` are then bin-packed first-fit (scarcest first) into those nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shlex
+import sys
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rlvr_ray.placement import PlacementPlan, RolePlacement, format_needs
+
+Doc = dict[str, Any]
+
+# Kubernetes quantity suffixes; CPUs and GPUs rarely use more than "m", but the check must not misread any.
+_SUFFIXES = {
+    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
+    "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
+    "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30), "Ti": Decimal(2**40),
+}
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(n|u|m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
+_STANDARD = {"cpu": "CPU", "gpu": "GPU", "memory": "memory", "tpu": "TPU"}
+_VALUELESS_FLAGS = {"--dry-run"}
+
+
+class ManifestError(ValueError):
+    """The manifest cannot be read or has no Ray cluster; ``str(err)`` is one line."""
+
+
+@dataclass(frozen=True)
+class NodeGroup:
+    """One head or worker group: Ray resources of each of its nodes and how many nodes it can have."""
+
+    name: str
+    capacity: dict[str, float]
+    max_nodes: int
+    is_head: bool = False
+
+    def describe(self) -> str:
+        nodes = "1 node" if self.max_nodes == 1 else f"up to {self.max_nodes} nodes"
+        return f"{self.name} ({format_needs(self.capacity)}; {nodes})"
+
+
+@dataclass(frozen=True)
+class ClusterShape:
+    """The groups of one RayCluster or RayJob, with the job's entrypoint when it has one."""
+
+    source: str
+    groups: tuple[NodeGroup, ...]
+    entrypoint: str | None = None
+
+
+@dataclass
+class CheckResult:
+    """Whether every actor of the plan was placed; ``problems`` are one line each."""
+
+    source: str
+    problems: list[str] = field(default_factory=list)
+    placed: dict[str, dict[str, int]] = field(default_factory=dict)
+    """role -> group -> actors placed there."""
+    nodes_used: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading manifests
+
+
+def load_documents(manifest: str) -> list[Doc]:
+    """Objects of a YAML file (multi-document), of stdin for '-', or of a kustomization directory (rendered)."""
+    if manifest != "-" and Path(manifest).is_dir():
+        from rlvr_ray.cluster.kustomize import KustomizeError, render
+
+        try:
+            return render(manifest)
+        except (KustomizeError, OSError, yaml.YAMLError) as err:
+            raise ManifestError(f"{manifest}: cannot render kustomization: {err}") from None
+    try:
+        text = sys.stdin.read() if manifest == "-" else Path(manifest).read_text()
+        docs = list(yaml.safe_load_all(text))
+    except OSError as err:
+        raise ManifestError(f"{manifest}: cannot read ({err.strerror or err})") from None
+    except yaml.YAMLError as err:
+        raise ManifestError(f"{manifest}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    return [doc for doc in docs if isinstance(doc, dict)]
+
+
+def cluster_shapes(docs: list[Doc]) -> list[ClusterShape]:
+    """Every RayCluster and every RayJob that brings its own cluster (``rayClusterSpec``)."""
+    shapes = []
+    for doc in docs:
+        kind, name = doc.get("kind"), (doc.get("metadata") or {}).get("name", "?")
+        spec = doc.get("spec") or {}
+        if kind == "RayCluster":
+            shapes.append(shape_of(f"RayCluster/{name}", spec))
+        elif kind == "RayJob" and "rayClusterSpec" in spec:
+            shapes.append(shape_of(f"RayJob/{name}", spec["rayClusterSpec"], spec.get("entrypoint")))
+    if not shapes:
+        raise ManifestError("no RayCluster, and no RayJob with a rayClusterSpec, in the manifest")
+    return shapes
+
+
+def shape_of(source: str, spec: Doc, entrypoint: str | None = None) -> ClusterShape:
+    try:
+        autoscaling = bool(spec.get("enableInTreeAutoscaling", False))
+        groups = [NodeGroup("head", group_capacity(spec["headGroupSpec"], "head", autoscaling), 1, is_head=True)]
+        for group in spec.get("workerGroupSpecs") or []:
+            name = group["groupName"]
+            capacity = group_capacity(group, name, autoscaling)
+            groups.append(NodeGroup(name, capacity, worker_nodes(group, autoscaling)))
+    except (KeyError, TypeError, IndexError) as err:
+        raise ManifestError(f"{source}: malformed cluster spec (missing {err})") from None
+    return ClusterShape(source, tuple(groups), entrypoint)
+
+
+def worker_nodes(group: Doc, autoscaling: bool) -> int:
+    """Most nodes the group can have: maxReplicas with autoscaling, else replicas clamped to [min, max] as KubeRay
+    does; times numOfHosts (multi-host replicas)."""
+    if group.get("suspend"):
+        return 0
+    low, high = int(group.get("minReplicas", 0)), int(group.get("maxReplicas", 2**31 - 1))
+    replicas = high if autoscaling else min(max(int(group.get("replicas", 0)), low), high)
+    return replicas * int(group.get("numOfHosts", 1))
+
+
+def parse_quantity(text: Any) -> float:
+    """Kubernetes quantity -> number of units: '500m' -> 0.5, '2' -> 2, '1Gi' -> 1073741824."""
+    match = _QUANTITY.match(str(text).strip())
+    if not match:
+        raise ManifestError(f"{text!r} is not a Kubernetes quantity")
+    try:
+        return float(Decimal(match.group(1)) * _SUFFIXES[match.group(2) or ""])
+    except InvalidOperation:
+        raise ManifestError(f"{text!r} is not a Kubernetes quantity") from None
+
+
+def group_capacity(group: Doc, name: str, autoscaling: bool) -> dict[str, float]:
+    """Ray resources of one node of the group, with the Ray autoscaler's precedence:
+    the group's ``resources`` field, then rayStartParams, then the Ray container's limits/requests.
+    CPUs and GPUs from Kubernetes quantities are rounded up, as KubeRay and the autoscaler do."""
+    params = group.get("rayStartParams") or {}
+    container = group["template"]["spec"]["containers"][0].get("resources") or {}
+    overrides = {_STANDARD.get(key.lower(), key): parse_quantity(value) for key, value in (group.get("resources") or {}).items()}
+    capacity = {"CPU": float(_cpus(params, container)), "GPU": float(_gpus(params, container))}
+    capacity.update(_start_param_resources(params.get("resources"), name, autoscaling))
+    if group.get("resources"):
+        # The group field is the only source of custom resources when present (rayStartParams' JSON is ignored).
+        capacity = {"CPU": capacity["CPU"], "GPU": capacity["GPU"]}
+        capacity.update({key: math.ceil(value) if key in ("CPU", "GPU") else value for key, value in overrides.items()})
+    capacity.pop("memory", None)
+    return {key: value for key, value in capacity.items() if value > 0 or key == "CPU"}
+
+
+def _cpus(params: Doc, container: Doc) -> int:
+    if "num-cpus" in params:
+        return int(float(params["num-cpus"]))
+    for kind in ("limits", "requests"):
+        if "cpu" in (container.get(kind) or {}):
+            return math.ceil(parse_quantity(container[kind]["cpu"]))
+    return 0  # Ray would count the host's cores; unknowable here, so nothing is promised
+
+
+def _gpus(params: Doc, container: Doc) -> int:
+    if "num-gpus" in params:
+        return int(float(params["num-gpus"]))
+    for kind in ("limits", "requests"):
+        for key, value in (container.get(kind) or {}).items():
+            if key.endswith("gpu") and parse_quantity(value) > 0:  # nvidia.com/gpu, amd.com/gpu
+                return math.ceil(parse_quantity(value))
+    return 0
+
+
+def _start_param_resources(text: str | None, group: str, autoscaling: bool) -> dict[str, float]:
+    """rayStartParams ``resources``: KubeRay trims quotes leniently, but the autoscaler drops exactly one pair of
+    outer quotes and backslashes, i.e. wants '"{\\"name\\": 1}"' with integer values; a form it cannot parse
+    crashes autoscaling, so it is reported rather than guessed around."""
+    if not text:
+        return {}
+    try:
+        lenient = json.loads(str(text).strip("'\"` ").replace("\\", ""))
+    except json.JSONDecodeError:
+        raise ManifestError(f"group {group}: rayStartParams resources {text!r} is not JSON") from None
+    if autoscaling:
+        try:
+            strict = json.loads(str(text)[1:-1].replace("\\", ""))
+            assert isinstance(strict, dict) and all(isinstance(v, int) for v in strict.values())
+        except (json.JSONDecodeError, AssertionError):
+            raise ManifestError(
+                f"group {group}: rayStartParams resources {text!r} is not in the form the Ray autoscaler parses "
+                "('\"{\\\"name\\\": 1}\"', integers); use the group's `resources:` field instead"
+            ) from None
+    return {str(key): float(value) for key, value in lenient.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Entrypoints
+
+
+def entrypoint_command(entrypoint: str) -> tuple[str, str | None, list[str]] | None:
+    """'python -m rlvr_ray.main --config-name X a=1' -> ('rlvr_ray.main', 'X', ['a=1']); None if not ours.
+
+    Options other than --config-name (e.g. ``--sweep FILE``) are skipped with their value; bare ``key=value``
+    words are config overrides.
+    """
+    words = shlex.split(entrypoint)
+    if "-m" not in words or words.index("-m") + 1 >= len(words):
+        return None
+    module_at = words.index("-m") + 1
+    module = words[module_at]
+    if not module.startswith("rlvr_ray"):
+        return None
+    config_name, overrides = None, []
+    rest = iter(words[module_at + 1:])
+    for word in rest:
+        if word.startswith("--config-name="):
+            config_name = word.split("=", 1)[1]
+        elif word == "--config-name":
+            config_name = next(rest, None)
+        elif word.startswith("--") and "=" not in word and word not in _VALUELESS_FLAGS:
+            next(rest, None)  # an option's value, e.g. --sweep FILE
+        elif "=" in word and not word.startswith("-"):
+            overrides.append(word)
+    return module, config_name, overrides
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Packing
+
+
+@dataclass
+class _Node:
+    group: NodeGroup
+    free: dict[str, float]
+
+    def fits(self, needs: dict[str, float]) -> bool:
+        return all(self.free.get(name, 0.0) + 1e-9 >= amount for name, amount in needs.items())
+
+    def take(self, needs: dict[str, float]) -> None:
+        for name, amount in needs.items():
+            self.free[name] -= amount
+
+
+class _Cluster:
+    """Nodes are opened lazily, up to each group's maximum, so a maxReplicas of thousands costs nothing."""
+
+    def __init__(self, shape: ClusterShape) -> None:
+        self.groups = shape.groups
+        self.nodes: list[_Node] = []
+        self.opened = dict.fromkeys((g.name for g in shape.groups), 0)
+
+    def place(self, needs: dict[str, float], head_only: bool) -> NodeGroup | None:
+        for node in self.nodes:
+            if (node.group.is_head or not head_only) and node.fits(needs):
+                node.take(needs)
+                return node.group
+        for group in self.groups:
+            if head_only and not group.is_head:
+                continue
+            fresh = _Node(group, dict(group.capacity))
+            if self.opened[group.name] < group.max_nodes and fresh.fits(needs):
+                self.opened[group.name] += 1
+                fresh.take(needs)
+                self.nodes.append(fresh)
+                return group
+        return None
+
+
+def _scarcity(role: RolePlacement) -> tuple[bool, float, bool, float]:
+    """Sort key: driver-pinned first, then GPUs, custom resources, CPUs; the scarcest go first (first-fit
+    decreasing), so small actors cannot fragment the nodes big ones need."""
+    needs = role.needs()
+    return (not role.on_driver_node, -needs.get("GPU", 0.0), role.resource is None, -needs.get("CPU", 0.0))
+
+
+def check_plan(plan: PlacementPlan, shape: ClusterShape) -> CheckResult:
+    """Place every actor of the plan into the cluster's groups; one problem line per role that does not fit."""
+    cluster = _Cluster(shape)
+    result = CheckResult(shape.source)
+    for role in sorted(plan.actors(), key=_scarcity):
+        placed: dict[str, int] = {}
+        for _ in range(role.count):
+            group = cluster.place(role.needs(), head_only=role.on_driver_node)
+            if group is None:
+                break
+            placed[group.name] = placed.get(group.name, 0) + 1
+        result.placed[role.role] = placed
+        if sum(placed.values()) < role.count:
+            result.problems.append(explain_shortfall(role, sum(placed.values()), shape))
+    result.nodes_used = {name: count for name, count in cluster.opened.items() if count}
+    return result
+
+
+def explain_shortfall(role: RolePlacement, placed: int, shape: ClusterShape) -> str:
+    """Why the rest of ``role`` cannot be placed: a missing resource, nodes too small, or too few nodes."""
+    groups = "; ".join(group.describe() for group in shape.groups)
+    needs = role.needs()
+    candidates = [g for g in shape.groups if g.is_head or not role.on_driver_node]
+    for name in sorted(needs, key=lambda n: (n == "CPU", n == "GPU")):  # custom resources, then GPU, then CPU
+        if not any(g.capacity.get(name, 0.0) > 0 for g in candidates):
+            return (f"{role.label} needs resource '{name}' ({needs[name]:g}) but no worker group provides it; "
+                    f"groups: {groups}")
+    if not any(_Node(g, dict(g.capacity)).fits(needs) for g in candidates if g.max_nodes > 0):
+        return (f"{role.label} needs {format_needs(needs)} on one node but no group's node offers all of that; "
+                f"groups: {groups}")
+    return (f"{role.role}: only {placed} of {role.count} {role.label}s fit ({format_needs(needs)} each); the groups "
+            f"that could host more are full at their node limit (raise maxReplicas or lower the count); "
+            f"groups: {groups}")
+
+
+def format_result(result: CheckResult, config_label: str) -> str:
+    if not result.ok:
+        return "\n".join([f"{result.source} ({config_label}): CANNOT PLACE", *(f"  {p}" for p in result.problems)])
+    spots = "; ".join(
+        f"{role} x{sum(groups.values())} -> " + ", ".join(f"{g} ({n})" for g, n in groups.items())
+        for role, groups in result.placed.items()
+    )
+    nodes = ", ".join(f"{name} {count}" for name, count in result.nodes_used.items())
+    return f"{result.source} ({config_label}): OK\n  {spots}\n  nodes used: {nodes}"

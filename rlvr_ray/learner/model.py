@@ -1,0 +1,45 @@
+"""The trainable module: the HF policy plus an optional scalar value head (PPO's critic), one nn.Module for DDP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from rlvr_ray.algo.losses import entropy_from_logits
+
+
+@dataclass
+class ForwardOut:
+    """Per-token outputs aligned with TrainBatch.mask: all [N, L-1]."""
+
+    logp: torch.Tensor
+    entropy: torch.Tensor
+    values: torch.Tensor | None
+
+
+class PolicyWithValue(nn.Module):
+    """``forward(input_ids, attention_mask, temperature) -> ForwardOut``; the value head reads the last hidden state."""
+
+    def __init__(self, policy: nn.Module, with_value_head: bool) -> None:
+        super().__init__()
+        self.policy = policy
+        hidden = policy.config.hidden_size
+        self.value_head = nn.Linear(hidden, 1) if with_value_head else None
+        if self.value_head is not None:
+            nn.init.zeros_(self.value_head.weight)
+            nn.init.zeros_(self.value_head.bias)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float) -> ForwardOut:
+        out = self.policy(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=self.value_head is not None
+        )
+        logits = out.logits
+        scaled = logits[:, :-1].float() / temperature
+        logp = torch.log_softmax(scaled, dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+        entropy = entropy_from_logits(scaled)
+        values = None
+        if self.value_head is not None:
+            values = self.value_head(out.hidden_states[-1][:, :-1]).squeeze(-1)
+        return ForwardOut(logp=logp, entropy=entropy, values=values)

@@ -1,0 +1,204 @@
+"""The driver of one run: connect Ray, make/reuse the warm start, start the actors, fit the Ray Train learner,
+evaluate before/after, log artifacts. The step order itself lives in :mod:`rlvr_ray.controller`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlvr_ray.config import RunConfig, dump_config
+from rlvr_ray.eval import EvalRow, evaluate_model_dir, format_before_after
+from rlvr_ray.tracking import RUN_ID_FILE, Tracker, flatten_params, resolve_tracking_uri
+
+
+@dataclass
+class RunResult:
+    """What a finished run produced."""
+
+    output_dir: Path
+    final_policy: Path
+    before: list[EvalRow]
+    after: list[EvalRow]
+    mlflow_run_id: str
+    tracking_uri: str
+    paths: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        lines = ["held-out greedy exact-answer accuracy (before -> after RL):", format_before_after(self.before, self.after)]
+        lines += [f"{name}: {path}" for name, path in self.paths.items()]
+        return "\n".join(lines)
+
+
+def local_ray_resources(cfg: RunConfig) -> tuple[int, dict[str, float]]:
+    """Logical CPUs and role resources an embedded local Ray needs so every actor of the plan can be scheduled.
+
+    Logical CPUs may exceed the physical cores: each actor runs one torch thread, so they time-share cleanly.
+    """
+    roles = [
+        (cfg.rollout.num_actors, cfg.rollout.num_cpus, cfg.rollout.resource),
+        (cfg.verifier.num_actors, cfg.verifier.num_cpus, cfg.verifier.resource),
+        (cfg.learner.num_workers, cfg.learner.num_cpus, cfg.learner.resource),
+    ]
+    cpus = math.ceil(sum(n * c for n, c, _ in roles)) + 1
+    custom: dict[str, float] = {}
+    for count, _, name in roles:
+        if name:
+            custom[name] = custom.get(name, 0) + count
+    return max(cpus, os.cpu_count() or 1), custom
+
+
+def connect_ray(cfg: RunConfig) -> None:
+    """Join the cluster this process runs in (``ray job submit`` / ``RAY_ADDRESS``), else start a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = {"env_vars": {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}}
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=env, log_to_driver=True)
+        return
+    cpus, custom = local_ray_resources(cfg)
+    ray.init(num_cpus=cpus, resources=custom or None, include_dashboard=False, runtime_env=env)
+
+
+def open_tracker(cfg: RunConfig, out: Path, parent_run_id: str | None) -> Tracker:
+    """Reopen this output directory's MLflow run on resume, else create one."""
+    uri = resolve_tracking_uri(cfg.tracking.tracking_uri, out.parent)
+    id_file = out / RUN_ID_FILE
+    if cfg.resume and id_file.is_file():
+        return Tracker.start(uri, cfg.tracking.experiment_name, "", run_id=id_file.read_text().strip())
+    tracker = Tracker.start(uri, cfg.tracking.experiment_name, cfg.tracking.run_name or out.name, parent_run_id)
+    id_file.write_text(tracker.run_id)
+    tracker.log_params(flatten_params(cfg.model_dump(mode="json")))
+    return tracker
+
+
+def baseline_eval(cfg: RunConfig, init_dir: Path, out: Path) -> list[EvalRow]:
+    """Held-out table of the starting policy; cached so a resumed run compares against the same baseline."""
+    cache = out / "eval_before.json"
+    if cache.is_file():
+        return [EvalRow(**row) for row in json.loads(cache.read_text())]
+    e = cfg.eval
+    rows = evaluate_model_dir(str(init_dir), e.complexities, e.n, e.seed, cfg.training.max_generation_length)
+    cache.write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    return rows
+
+
+def fit_learner(cfg: RunConfig, init_dir: Path, tracker: Tracker, report_to_tune: bool) -> None:
+    """Start rollout actors and verifiers, then run the Ray Train learner (whose rank 0 runs the controller)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from rlvr_ray.learner.worker import train_loop_per_worker
+    from rlvr_ray.policy import load_vocab
+    from rlvr_ray.rollout.actor import RolloutGroup
+    from rlvr_ray.verify.pool import VerifierPool
+    from rlvr_ray.verify.rewards import score_batch
+
+    t = cfg.training
+    scorer = functools.partial(
+        score_batch, vocab=load_vocab(init_dir), reward_type=t.reward_type,
+        boxed_weight=t.boxed_weight, correct_weight=t.correct_weight,
+    )
+    group = RolloutGroup(cfg.rollout, str(init_dir), t.seed)
+    pool = VerifierPool(scorer, cfg.verifier)
+    try:
+        callbacks = []
+        if report_to_tune:
+            from ray.tune.integration.ray_train import TuneReportCallback
+
+            callbacks.append(TuneReportCallback())
+        worker_resources: dict[str, float] = {"CPU": cfg.learner.num_cpus}
+        if cfg.learner.resource:
+            worker_resources[cfg.learner.resource] = 1
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={
+                "cfg": cfg.model_dump(mode="json"), "init_dir": str(init_dir),
+                "rollout_group": group, "verifier_pool": pool, "tracker": tracker,
+            },
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=cfg.learner.num_workers, use_gpu=cfg.learner.use_gpu, resources_per_worker=worker_resources
+            ),
+            run_config=ray.train.RunConfig(
+                name="learner",
+                storage_path=str(Path(cfg.output_dir).resolve() / "ray_train"),
+                failure_config=ray.train.FailureConfig(max_failures=cfg.learner.max_failures),
+                callbacks=callbacks,
+            ),
+        )
+        trainer.fit()
+    finally:
+        group.shutdown()
+        pool.shutdown()
+
+
+def run_training(cfg: RunConfig, parent_run_id: str | None = None, report_to_tune: bool = False) -> RunResult:
+    """Run (or resume) one RL training run end to end; everything it writes goes under ``cfg.output_dir``."""
+    from rlvr_ray.sft import ensure_warm_start
+
+    out = Path(cfg.output_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = cfg.model_copy(update={"output_dir": str(out)})
+    (out / "config.yaml").write_text(dump_config(cfg))
+    tracker = open_tracker(cfg, out, parent_run_id)
+    try:
+        init_dir = ensure_warm_start(cfg, tracker).resolve()
+        before = baseline_eval(cfg, init_dir, out)
+        connect_ray(cfg)
+        fit_learner(cfg, init_dir, tracker, report_to_tune)
+        result = finish_run(cfg, out, before, tracker)
+    except BaseException:
+        tracker.end("FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED")
+        raise
+    tracker.end("FINISHED")
+    return result
+
+
+def finish_run(cfg: RunConfig, out: Path, before: list[EvalRow], tracker: Tracker) -> RunResult:
+    """Evaluate the final policy like ``python -m rlvr_ray.eval`` does and log the artifacts."""
+    from rlvr_ray.eval import format_table, rows_to_metrics
+
+    final = out / "final_policy"
+    e = cfg.eval
+    after = evaluate_model_dir(str(final), e.complexities, e.n, e.seed, cfg.training.max_generation_length)
+    (out / "eval_after.json").write_text(json.dumps([asdict(r) for r in after], indent=2))
+    table = out / "eval_table.txt"
+    table.write_text(format_table(before, "before") + "\n\n" + format_table(after, "after") + "\n")
+    tracker.log_metrics(rows_to_metrics(after, "final"), cfg.training.total_steps)
+    curves = plot_curves(tracker, out / "curves.png")
+    for path in (table, out / "eval_before.json", out / "eval_after.json", out / "config.yaml", curves):
+        tracker.log_artifact(path)
+    tracker.log_artifact(final, "final_policy")
+    paths = {"final policy": str(final), "eval table": str(table), "curves": str(curves),
+             "checkpoints": str(out / "checkpoints"), "mlflow": f"{tracker.tracking_uri} (run {tracker.run_id})"}
+    return RunResult(out, final, before, after, tracker.run_id, tracker.tracking_uri, paths)
+
+
+def plot_curves(tracker: Tracker, path: Path) -> Path:
+    """PNG of reward, training accuracy and held-out accuracy against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ["reward/mean", "train/accuracy", "eval/accuracy", "mismatch/logprob_abs_diff"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
+    for ax, key in zip(axes, keys, strict=True):
+        history: list[Any] = sorted(tracker.metric_history(key))
+        if history:
+            steps, values = zip(*history, strict=True)
+            ax.plot(steps, values, marker="." if len(steps) < 30 else None)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

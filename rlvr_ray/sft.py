@@ -1,0 +1,127 @@
+"""Supervised warm start: next-token prediction on generated full equations (the seed's supervised stage).
+
+The loss covers completion tokens only by default: a policy also trained on prompt tokens learns to continue the
+expression, and at temperature 1 it then often fails to emit ``=`` (its sampled accuracy falls far below greedy).
+``sft.steps`` is the budget that stops training at partial competence, leaving RL room to improve.
+
+    python -m rlvr_ray.sft --config-name train_rlvr_model [sft.steps=800] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rlvr_ray.config import ConfigError, ModelConfig, RunConfig, SFTConfig, TaskConfig, load_config
+
+if TYPE_CHECKING:
+    import torch
+
+    from rlvr_ray.task.vocab import Vocab
+    from rlvr_ray.tracking import Tracker
+
+
+def sft_batch(vocab: Vocab, task: TaskConfig, batch_size: int, seed: int, loss_on_prompt: bool) -> dict[str, torch.Tensor]:
+    """One batch of full equations: input_ids [B, L], labels [B, L] (-100 where no loss), attention_mask [B, L]."""
+    import torch
+
+    from rlvr_ray.task.rpn import generate_problems
+
+    problems = generate_problems(vocab, batch_size, tuple(task.complexity_range), seed)
+    ids, lengths = problems.full_sequences()
+    input_ids = torch.from_numpy(ids).long()
+    positions = torch.arange(input_ids.shape[1])[None, :]
+    attention = positions < torch.from_numpy(lengths)[:, None]
+    labels = input_ids.masked_fill(~attention, -100)
+    if not loss_on_prompt:
+        labels = labels.masked_fill(positions < torch.from_numpy(problems.prompt_lengths)[:, None], -100)
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention.long()}
+
+
+def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
+    """Linear warm-up to ``peak`` then cosine decay to 10% of it."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def train_sft(
+    task: TaskConfig, model_cfg: ModelConfig, sft: SFTConfig, out_dir: str | Path, tracker: Tracker | None = None
+) -> Path:
+    """Train a fresh policy for ``sft.steps`` steps and save it as an HF directory at ``out_dir``."""
+    import torch
+    from tqdm import tqdm
+
+    from rlvr_ray.policy import build_model, save_policy
+    from rlvr_ray.task.vocab import Vocab
+
+    torch.manual_seed(sft.seed)
+    vocab = Vocab(task.p, tuple(task.operators))
+    model = build_model(model_cfg, vocab, seed=sft.seed)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=sft.learning_rate, weight_decay=0.01)
+    bar = tqdm(range(sft.steps), desc="sft", file=sys.stderr, mininterval=2.0)
+    started = time.time()
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, sft.steps, sft.warmup_steps, sft.learning_rate)
+        batch = sft_batch(vocab, task, sft.batch_size, sft.seed * 1_000_003 + step, sft.loss_on_prompt)
+        loss = model(**batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if step % sft.log_every == 0 or step == sft.steps - 1:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if tracker is not None:
+                tracker.log_metrics({"sft/loss": loss.item(), "sft/lr": optimizer.param_groups[0]["lr"]}, step)
+    model.eval()
+    out = save_policy(model, vocab, out_dir)
+    if tracker is not None:
+        tracker.log_metrics({"sft/seconds": time.time() - started}, sft.steps)
+    return out
+
+
+def ensure_warm_start(cfg: RunConfig, tracker: Tracker | None = None) -> Path:
+    """The policy RL starts from: ``model.init_dir`` if set, else the warm start in ``warm_start_dir`` (made once)."""
+    if cfg.model.init_dir:
+        path = Path(cfg.model.init_dir)
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model.init_dir: {path} is not a saved policy directory (no config.json)")
+        return path
+    path = Path(cfg.warm_start_dir)
+    if (path / "model.safetensors").is_file():
+        return path
+    print(f"[sft] no warm start at {path}: training one ({cfg.sft.steps} steps)", file=sys.stderr)
+    tmp = path.with_name(path.name + ".partial")
+    train_sft(cfg.generative_process, cfg.model, cfg.sft, tmp, tracker)
+    tmp.rename(path)  # atomic: an interrupted SFT never leaves a half-written warm start behind
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rlvr_ray.sft", description="Train the SFT warm start.")
+    parser.add_argument("--config-name", default="train_rlvr_model")
+    parser.add_argument("--out", default=None, help="output directory (default: the config's warm_start_dir)")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config_name, args.overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    import torch
+
+    torch.set_num_threads(1)
+    out = train_sft(cfg.generative_process, cfg.model, cfg.sft, args.out or cfg.warm_start_dir)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

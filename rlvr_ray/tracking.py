@@ -1,0 +1,112 @@
+"""MLflow tracking shared by the driver and the learner's rank 0.
+
+The driver creates (or, on resume, reopens) the run; workers log to it by run id through ``MlflowClient``, so
+any process that can reach the tracking URI can log without global MLflow state.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+RUN_ID_FILE = "mlflow_run_id"
+
+
+def resolve_tracking_uri(configured: str | None, output_root: Path) -> str:
+    """Config value, else ``$MLFLOW_TRACKING_URI``, else a local SQLite store beside the run directories."""
+    if configured:
+        return configured
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    output_root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(output_root / 'mlflow.db').resolve()}"
+
+
+class Tracker:
+    """Logs to one MLflow run by id; cheap to pickle (holds strings only).
+
+    >>> t = Tracker.start("sqlite:////tmp/rlvr_doctest_mlflow.db", "doctest", "demo")   # doctest: +SKIP
+    >>> t.log_metrics({"reward/mean": 0.5}, step=0)                                     # doctest: +SKIP
+    """
+
+    def __init__(self, tracking_uri: str, run_id: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.run_id = run_id
+
+    @classmethod
+    def start(
+        cls, tracking_uri: str, experiment: str, run_name: str, parent_run_id: str | None = None, run_id: str | None = None
+    ) -> Tracker:
+        """Create a run (a child of ``parent_run_id`` when given), or reopen ``run_id``."""
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri)
+        if run_id is not None:
+            client.update_run(run_id, status="RUNNING")
+            return cls(tracking_uri, run_id)
+        exp = client.get_experiment_by_name(experiment)
+        exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
+        tags = {"mlflow.runName": run_name}
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        run = client.create_run(exp_id, tags=tags, run_name=run_name)
+        return cls(tracking_uri, run.info.run_id)
+
+    @property
+    def client(self) -> Any:
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(self.tracking_uri)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        existing = set(self.client.get_run(self.run_id).data.params)
+        fresh = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in existing]
+        for i in range(0, len(fresh), 100):
+            self.client.log_batch(self.run_id, params=fresh[i : i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Finite numbers only: NaN/inf would poison the MLflow charts, so they are dropped here with a count."""
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        rows = [Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(float(v))]
+        dropped = len(metrics) - len(rows)
+        if dropped:
+            rows.append(Metric("tracking/non_finite_metrics", float(dropped), now, step))
+        for i in range(0, len(rows), 500):
+            self.client.log_batch(self.run_id, metrics=rows[i : i + 500])
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def set_tag(self, key: str, value: str) -> None:
+        self.client.set_tag(self.run_id, key, value)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+    def metric_history(self, key: str) -> list[tuple[int, float]]:
+        return [(m.step, m.value) for m in self.client.get_metric_history(self.run_id, key)]
+
+
+def flatten_params(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config dict -> ``{"training.learning_rate": 1e-4, ...}`` for MLflow params."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_params(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat

@@ -1,0 +1,1 @@
+"""Stage 3, VERIFY: pure reward functions over token ids (``rewards``) and the verifier actor pool."""

@@ -1,0 +1,90 @@
+"""MLflow tracking against a real `mlflow server` on 127.0.0.1, and the local SQLite default."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rlvr_ray.tracking import Tracker, flatten_params, resolve_tracking_uri
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{root / 'db.sqlite'}", "--artifacts-destination", str(root / "artifacts"),
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(1)
+        else:
+            pytest.fail("mlflow server did not become healthy within 120 s")
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_log_to_real_server_and_read_back(mlflow_server: str, tmp_path: Path) -> None:
+    tracker = Tracker.start(mlflow_server, "tracking-test", "run-a")
+    tracker.log_params(flatten_params({"training": {"learning_rate": 1e-4, "reward_type": "combined"}}))
+    tracker.log_metrics({"reward/mean": 0.25, "loss/policy": float("nan")}, step=0)
+    tracker.log_metrics({"reward/mean": 0.5}, step=1)
+    (tmp_path / "table.txt").write_text("k acc\n1 0.9\n")
+    tracker.log_artifact(tmp_path / "table.txt")
+    child = Tracker.start(mlflow_server, "tracking-test", "child", parent_run_id=tracker.run_id)
+    tracker.end()
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(tracker.run_id)
+    assert run.data.params["training.learning_rate"] == "0.0001"
+    assert [(m.step, m.value) for m in client.get_metric_history(tracker.run_id, "reward/mean")] == [(0, 0.25), (1, 0.5)]
+    assert run.data.metrics["tracking/non_finite_metrics"] == 1.0  # the NaN was counted, not logged
+    assert "loss/policy" not in run.data.metrics
+    assert [a.path for a in client.list_artifacts(tracker.run_id)] == ["table.txt"]
+    assert run.info.status == "FINISHED"
+    assert client.get_run(child.run_id).data.tags["mlflow.parentRunId"] == tracker.run_id
+
+
+def test_reopen_run_by_id(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = Tracker.start(uri, "exp", "run")
+    first.log_metrics({"x": 1.0}, 0)
+    first.end("KILLED")
+    again = Tracker.start(uri, "exp", "", run_id=first.run_id)
+    again.log_metrics({"x": 2.0}, 1)
+    assert again.metric_history("x") == [(0, 1.0), (1, 2.0)]
+
+
+def test_tracking_uri_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri(None, tmp_path) == f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert resolve_tracking_uri(None, tmp_path) == "http://127.0.0.1:5000"
+    assert resolve_tracking_uri("file:///x", tmp_path) == "file:///x"
