@@ -33,12 +33,19 @@ def _check_range(value: tuple[int, int]) -> tuple[int, int]:
     return value
 
 
+Operator = Literal["+", "-", "*"]
+
+
+def _all_operators() -> list[Operator]:
+    return ["+", "-", "*"]
+
+
 class TaskConfig(_Section):
     """The RPN arithmetic process (config group ``generative_process``)."""
 
     p: int = Field(13, ge=2, le=1000)
     """Modulus; operands are 0..p-1 and every result is taken mod p."""
-    operators: list[Literal["+", "-", "*"]] = Field(default_factory=lambda: ["+", "-", "*"], min_length=1)
+    operators: list[Operator] = Field(default_factory=_all_operators, min_length=1)
     """Ordered subset of + - *; the order fixes the operators' token ids."""
     complexity_range: tuple[int, int] = (1, 4)
     """[min, max] number of operators k of generated expressions (SFT data and the CLI default)."""

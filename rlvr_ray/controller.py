@@ -54,7 +54,7 @@ class Controller:
         self.cfg, self.vocab, self.learner = cfg, vocab, learner
         self.rollout, self.verifier, self.tracker = rollout_group, verifier_pool, tracker
         t = cfg.training
-        self.sampler = PromptSampler(self.vocab, tuple(t.complexity_range), t.prompts_per_step, t.seed, t.max_prompt_length)
+        self.sampler = PromptSampler(self.vocab, t.complexity_range, t.prompts_per_step, t.seed, t.max_prompt_length)
         self.sampling = SamplingSpec(
             n=t.group_size, temperature=t.temperature, top_p=t.top_p, max_tokens=t.max_generation_length,
             stop_token_id=self.vocab.eoe, seed=t.seed,

@@ -19,7 +19,7 @@ bin-packs it into a KubeRay manifest's worker groups. The numbers mirror what :m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rlvr_ray.config import RunConfig
 
@@ -87,11 +87,11 @@ def placement_plan(cfg: RunConfig) -> PlacementPlan:
             ),
             RolePlacement(
                 "rollout", "rollout actor", rollout.num_actors, rollout.num_cpus, rollout.num_gpus, rollout.resource,
-                f"RolloutActor, {rollout.engine} engine",
+                f"RolloutWorker actor (RolloutGroup), {rollout.engine} engine",
             ),
             RolePlacement(
                 "verifier", "verifier actor", verifier.num_actors, verifier.num_cpus, 0.0, verifier.resource,
-                "VerifierWorker (VerifierPool)",
+                "VerifierWorker actor (VerifierPool)",
             ),
             RolePlacement(
                 "learner", "learner worker", learner.num_workers, learner.num_cpus,
@@ -100,6 +100,24 @@ def placement_plan(cfg: RunConfig) -> PlacementPlan:
             ),
         )
     )
+
+
+def sweep_plan(trial: PlacementPlan, concurrent_trials: int, trial_cpus: float) -> PlacementPlan:
+    """What a Ray Tune sweep holds at once: ``concurrent_trials`` copies of one trial's actors, each trial also a
+    Tune trial actor (``trial_cpus``; it runs that trial's warm start and evaluations, like a job driver does).
+    Each trial's Ray Train controller sits on its trial's node, which may be any node, hence not pinned here."""
+    roles: list[RolePlacement] = [
+        RolePlacement("driver", "sweep driver", 1, 0.0, 0.0, None,
+                      "python -m rlvr_ray.tune; the head pod on KubeRay", is_actor=False),
+        RolePlacement("tune_trial", "Tune trial", concurrent_trials, trial_cpus, 0.0, None,
+                      "one training run each (warm start + evaluation in the trial)"),
+    ]
+    for role in trial.actors():
+        copies = replace(role, count=role.count * concurrent_trials, on_driver_node=False)
+        if role.role == "train_controller":
+            copies = replace(copies, detail="TrainController actor, on its trial's node")
+        roles.append(copies)
+    return PlacementPlan(tuple(roles))
 
 
 def _amount(value: float) -> str:
@@ -126,7 +144,8 @@ def format_plan(plan: PlacementPlan) -> str:
         cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
         lines.append("  " + "  ".join([*cells, row[-1]]))
     lines.append(f"total reserved at once: {format_needs(plan.totals())}")
-    unpinned = [role.role for role in plan.actors() if not role.resource and not role.on_driver_node]
+    # Roles reserving nothing (a 0-CPU controller) can go anywhere without harm; the others should be pinned.
+    unpinned = [role.role for role in plan.actors() if role.needs() and not role.resource and not role.on_driver_node]
     if unpinned:
         lines.append(f"not pinned to a worker group (no custom resource): {', '.join(unpinned)}")
     return "\n".join(lines)

@@ -58,7 +58,6 @@ def build_model(cfg: ModelConfig, vocab: Vocab, seed: int = 0) -> LlamaForCausal
         eos_token_id=vocab.eoe,
         pad_token_id=vocab.pad,
         tie_word_embeddings=False,
-        rope_theta=10000.0,
     )
     model = LlamaForCausalLM(config)
     model.generation_config.eos_token_id = vocab.eoe

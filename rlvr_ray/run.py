@@ -9,6 +9,7 @@ import json
 import math
 import os
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,8 @@ def connect_ray(cfg: RunConfig) -> None:
         ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=env, log_to_driver=True)
         return
     cpus, custom = local_ray_resources(cfg)
-    ray.init(num_cpus=cpus, resources=custom or None, include_dashboard=False, runtime_env=env)
+    # The dashboard serves Ray's state API (Ray Train polls it); bound to loopback, never a public address.
+    ray.init(num_cpus=cpus, resources=custom or None, dashboard_host="127.0.0.1", runtime_env=env)
 
 
 def open_tracker(cfg: RunConfig, out: Path, parent_run_id: str | None) -> Tracker:
@@ -110,7 +112,7 @@ def fit_learner(cfg: RunConfig, init_dir: Path, tracker: Tracker, report_to_tune
     group = RolloutGroup(cfg.rollout, str(init_dir), t.seed)
     pool = VerifierPool(scorer, cfg.verifier)
     try:
-        callbacks = []
+        callbacks: list[Any] = []
         if report_to_tune:
             from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -128,7 +130,7 @@ def fit_learner(cfg: RunConfig, init_dir: Path, tracker: Tracker, report_to_tune
                 num_workers=cfg.learner.num_workers, use_gpu=cfg.learner.use_gpu, resources_per_worker=worker_resources
             ),
             run_config=ray.train.RunConfig(
-                name="learner",
+                name=f"learner-{time.strftime('%Y%m%d-%H%M%S')}",  # a fresh Ray Train run per (re)start
                 storage_path=str(Path(cfg.output_dir).resolve() / "ray_train"),
                 failure_config=ray.train.FailureConfig(max_failures=cfg.learner.max_failures),
                 callbacks=callbacks,
@@ -150,9 +152,9 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None, report_to_tun
     (out / "config.yaml").write_text(dump_config(cfg))
     tracker = open_tracker(cfg, out, parent_run_id)
     try:
+        connect_ray(cfg)  # before JAX starts its threads in this process: Ray forks helpers at start-up
         init_dir = ensure_warm_start(cfg, tracker).resolve()
         before = baseline_eval(cfg, init_dir, out)
-        connect_ray(cfg)
         fit_learner(cfg, init_dir, tracker, report_to_tune)
         result = finish_run(cfg, out, before, tracker)
     except BaseException:

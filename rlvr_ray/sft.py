@@ -31,7 +31,7 @@ def sft_batch(vocab: Vocab, task: TaskConfig, batch_size: int, seed: int, loss_o
 
     from rlvr_ray.task.rpn import generate_problems
 
-    problems = generate_problems(vocab, batch_size, tuple(task.complexity_range), seed)
+    problems = generate_problems(vocab, batch_size, task.complexity_range, seed)
     ids, lengths = problems.full_sequences()
     input_ids = torch.from_numpy(ids).long()
     positions = torch.arange(input_ids.shape[1])[None, :]

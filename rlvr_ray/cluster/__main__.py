@@ -1,10 +1,11 @@
-"""``python -m rlvr_ray.cluster check MANIFEST [--config-name NAME] [key=value ...]``
+"""``python -m rlvr_ray.cluster check MANIFEST [--config-name NAME] [--sweep FILE] [key=value ...]``
 
 Reports whether the Ray cluster(s) in MANIFEST (a RayCluster/RayJob YAML file, a multi-document file such as
 ``kubectl kustomize`` output, ``-`` for stdin, or a kustomization directory) can ever place every actor of the
-config's placement plan. Without --config-name each RayJob is checked against the config its own entrypoint runs.
-Exit 0: everything fits; 1: something cannot be placed (the message names the role and the missing resource);
-2: bad input (one line on stderr).
+config's placement plan. With --sweep, or for a RayJob running ``rlvr_ray.tune``, the plan is a sweep's: its
+``max_concurrent_trials`` trials at once, sized by its ``trial_resources``. Without --config-name each RayJob is
+checked against what its own entrypoint runs. Exit 0: everything fits; 1: something cannot be placed (the message
+names the role and the missing resource); 2: bad input (one line on stderr).
 """
 
 from __future__ import annotations
@@ -22,40 +23,62 @@ from rlvr_ray.cluster.check import (
     load_documents,
 )
 from rlvr_ray.config import ConfigError, RunConfig, load_config
-from rlvr_ray.placement import placement_plan
+from rlvr_ray.placement import PlacementPlan, placement_plan, sweep_plan
+
+TUNE_MODULE = "rlvr_ray.tune"
+DEFAULT_SWEEP = "reward_weights"  # python -m rlvr_ray.tune's default --sweep
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m rlvr_ray.cluster", description=__doc__.split("\n\n")[1])
-    commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser("check", help="can the manifest's worker groups place the config's actors?")
-    check.add_argument("manifest", help="YAML file, '-' for stdin, or a kustomization directory")
-    check.add_argument("--config-name", help="a file in configs/ (default: each RayJob's entrypoint config)")
-    check.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rollout.num_actors=4")
-    return parser.parse_args(argv)
+    parser.add_argument("command", choices=["check"], help="check: can the manifest's worker groups place the actors?")
+    parser.add_argument("manifest", help="YAML file, '-' for stdin, or a kustomization directory")
+    parser.add_argument("--config-name", help="a file in configs/ (default: each RayJob's entrypoint config)")
+    parser.add_argument("--sweep", help="size the plan for this sweep file or configs/sweeps name")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rollout.num_actors=4")
+    # Intermixed: overrides may come before or after the options, as with python -m rlvr_ray.main.
+    return parser.parse_intermixed_args(argv)
 
 
-def config_for(shape: ClusterShape, args: argparse.Namespace) -> tuple[RunConfig, str] | None:
-    """The explicit --config-name (with overrides), else the config the RayJob's entrypoint runs, else None."""
+def sized_for_sweep(cfg: RunConfig, sweep_arg: str) -> tuple[PlacementPlan, str]:
+    """The sweep's concurrent trials, each the base config with the sweep's fixed settings and trial sizes."""
+    from rlvr_ray.sweep import build_config, fixed_settings, load_sweep, resolve_sweep_path
+
+    # An image path such as /app/configs/sweeps/x.yaml is found here by its name in configs/sweeps/.
+    sweep = load_sweep(resolve_sweep_path(sweep_arg))
+    trial = build_config(cfg, fixed_settings(sweep))
+    plan = sweep_plan(placement_plan(trial), sweep.max_concurrent_trials, sweep.trial_resources.trial_cpus)
+    return plan, f"sweep {sweep.name}, {sweep.max_concurrent_trials} trials at once"
+
+
+def plan_for(shape: ClusterShape, args: argparse.Namespace) -> tuple[PlacementPlan, str] | None:
+    """The plan to check ``shape`` against: from --config-name (and --sweep), else from the RayJob's entrypoint,
+    else None (a RayCluster without --config-name)."""
     if args.config_name:
-        return load_config(args.config_name, args.overrides), f"config {args.config_name}"
-    command = entrypoint_command(shape.entrypoint or "")
-    if command is None or command[1] is None:
-        return None
-    _, name, overrides = command
-    return load_config(name, [*overrides, *args.overrides]), f"entrypoint config {name}"
+        cfg, label, sweep = load_config(args.config_name, args.overrides), f"config {args.config_name}", args.sweep
+    else:
+        command = entrypoint_command(shape.entrypoint or "")
+        if command is None or command.config_name is None:
+            return None
+        cfg = load_config(command.config_name, [*command.overrides, *args.overrides])
+        label = f"entrypoint config {command.config_name}"
+        sweep = command.options.get("--sweep", DEFAULT_SWEEP) if command.module == TUNE_MODULE else None
+    if sweep is None:
+        return placement_plan(cfg), label
+    plan, sweep_label = sized_for_sweep(cfg, sweep)
+    return plan, f"{label}; {sweep_label}"
 
 
 def run_check(args: argparse.Namespace) -> int:
     shapes = cluster_shapes(load_documents(args.manifest))
     results, skipped = [], []
     for shape in shapes:
-        chosen = config_for(shape, args)
+        chosen = plan_for(shape, args)
         if chosen is None:
             skipped.append(shape.source)
             continue
-        cfg, label = chosen
-        result = check_plan(placement_plan(cfg), shape)
+        plan, label = chosen
+        result = check_plan(plan, shape)
         results.append(result)
         print(format_result(result, label))
     if skipped:

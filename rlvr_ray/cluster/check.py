@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -33,7 +33,7 @@ _SUFFIXES = {
 }
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(n|u|m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
 _STANDARD = {"cpu": "CPU", "gpu": "GPU", "memory": "memory", "tpu": "TPU"}
-_VALUELESS_FLAGS = {"--dry-run"}
+_VALUELESS_FLAGS = {"--dry-run", "--resume"}  # flags of main and tune that take no value
 
 
 class ManifestError(ValueError):
@@ -126,6 +126,8 @@ def shape_of(source: str, spec: Doc, entrypoint: str | None = None) -> ClusterSh
             groups.append(NodeGroup(name, capacity, worker_nodes(group, autoscaling)))
     except (KeyError, TypeError, IndexError) as err:
         raise ManifestError(f"{source}: malformed cluster spec (missing {err})") from None
+    except ManifestError as err:
+        raise ManifestError(f"{source}: {err}") from None
     return ClusterShape(source, tuple(groups), entrypoint)
 
 
@@ -156,13 +158,15 @@ def group_capacity(group: Doc, name: str, autoscaling: bool) -> dict[str, float]
     CPUs and GPUs from Kubernetes quantities are rounded up, as KubeRay and the autoscaler do."""
     params = group.get("rayStartParams") or {}
     container = group["template"]["spec"]["containers"][0].get("resources") or {}
-    overrides = {_STANDARD.get(key.lower(), key): parse_quantity(value) for key, value in (group.get("resources") or {}).items()}
     capacity = {"CPU": float(_cpus(params, container)), "GPU": float(_gpus(params, container))}
-    capacity.update(_start_param_resources(params.get("resources"), name, autoscaling))
     if group.get("resources"):
-        # The group field is the only source of custom resources when present (rayStartParams' JSON is ignored).
-        capacity = {"CPU": capacity["CPU"], "GPU": capacity["GPU"]}
-        capacity.update({key: math.ceil(value) if key in ("CPU", "GPU") else value for key, value in overrides.items()})
+        # When present, the group field is the only source of custom resources (rayStartParams' JSON is ignored).
+        for key, value in group["resources"].items():
+            ray_name = _STANDARD.get(key.lower(), key)
+            amount = parse_quantity(value)
+            capacity[ray_name] = float(math.ceil(amount)) if ray_name in ("CPU", "GPU") else amount
+    else:
+        capacity.update(_start_param_resources(params.get("resources"), name, autoscaling))
     capacity.pop("memory", None)
     return {key: value for key, value in capacity.items() if value > 0 or key == "CPU"}
 
@@ -212,31 +216,41 @@ def _start_param_resources(text: str | None, group: str, autoscaling: bool) -> d
 # Entrypoints
 
 
-def entrypoint_command(entrypoint: str) -> tuple[str, str | None, list[str]] | None:
-    """'python -m rlvr_ray.main --config-name X a=1' -> ('rlvr_ray.main', 'X', ['a=1']); None if not ours.
+class EntryCommand(NamedTuple):
+    """What a RayJob entrypoint runs: ``python -m MODULE --config-name NAME [--opt VALUE ...] [key=value ...]``."""
 
-    Options other than --config-name (e.g. ``--sweep FILE``) are skipped with their value; bare ``key=value``
-    words are config overrides.
+    module: str
+    config_name: str | None
+    overrides: list[str]
+    options: dict[str, str]
+    """Other options with their values, e.g. {'--sweep': '/app/configs/sweeps/reward_weights.yaml'}."""
+
+
+def entrypoint_command(entrypoint: str) -> EntryCommand | None:
+    """Parse an entrypoint running one of our modules; None for anything else.
+
+    >>> entrypoint_command("python -m rlvr_ray.tune --config-name m --sweep s.yaml a=1")
+    EntryCommand(module='rlvr_ray.tune', config_name='m', overrides=['a=1'], options={'--sweep': 's.yaml'})
     """
     words = shlex.split(entrypoint)
     if "-m" not in words or words.index("-m") + 1 >= len(words):
         return None
     module_at = words.index("-m") + 1
-    module = words[module_at]
-    if not module.startswith("rlvr_ray"):
+    if not words[module_at].startswith("rlvr_ray"):
         return None
-    config_name, overrides = None, []
+    options: dict[str, str] = {}
+    overrides: list[str] = []
     rest = iter(words[module_at + 1:])
     for word in rest:
-        if word.startswith("--config-name="):
-            config_name = word.split("=", 1)[1]
-        elif word == "--config-name":
-            config_name = next(rest, None)
-        elif word.startswith("--") and "=" not in word and word not in _VALUELESS_FLAGS:
-            next(rest, None)  # an option's value, e.g. --sweep FILE
-        elif "=" in word and not word.startswith("-"):
+        if word.startswith("--"):
+            name, has_value, value = word.partition("=")
+            if not has_value and name not in _VALUELESS_FLAGS:
+                value = next(rest, "")
+            options[name] = value
+        elif "=" in word:
             overrides.append(word)
-    return module, config_name, overrides
+    config_name = options.pop("--config-name", None)
+    return EntryCommand(words[module_at], config_name, overrides, options)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -269,7 +283,7 @@ class _Cluster:
             if (node.group.is_head or not head_only) and node.fits(needs):
                 node.take(needs)
                 return node.group
-        for group in self.groups:
+        for group in self._opening_order(needs):
             if head_only and not group.is_head:
                 continue
             fresh = _Node(group, dict(group.capacity))
@@ -279,6 +293,13 @@ class _Cluster:
                 self.nodes.append(fresh)
                 return group
         return None
+
+
+    def _opening_order(self, needs: dict[str, float]) -> list[NodeGroup]:
+        """Manifest order, but an actor that needs no GPU opens GPU nodes last, as Ray's autoscaler avoids them."""
+        if needs.get("GPU", 0.0) > 0:
+            return list(self.groups)
+        return sorted(self.groups, key=lambda group: group.capacity.get("GPU", 0.0) > 0)
 
 
 def _scarcity(role: RolePlacement) -> tuple[bool, float, bool, float]:

@@ -18,6 +18,7 @@ Anything else raises :class:`KustomizeError`; render such a kustomization with `
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,9 @@ def _load_resource(path: Path) -> list[Doc]:
         return render(path)
     if not path.is_file():
         raise KustomizeError(f"resource {path} not found")
-    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    # The JSON round trip un-shares YAML aliases (&anchor/*alias): a patch to one copy must not change the others,
+    # as in kustomize, which expands aliases on reading.
+    return [json.loads(json.dumps(doc)) for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
 def resource_id(doc: Doc) -> str:

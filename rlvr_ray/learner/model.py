@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from rlvr_ray.algo.losses import entropy_from_logits
+
+if TYPE_CHECKING:
+    from transformers import LlamaForCausalLM
 
 
 @dataclass
@@ -22,10 +26,10 @@ class ForwardOut:
 class PolicyWithValue(nn.Module):
     """``forward(input_ids, attention_mask, temperature) -> ForwardOut``; the value head reads the last hidden state."""
 
-    def __init__(self, policy: nn.Module, with_value_head: bool) -> None:
+    def __init__(self, policy: LlamaForCausalLM, with_value_head: bool) -> None:
         super().__init__()
         self.policy = policy
-        hidden = policy.config.hidden_size
+        hidden = int(policy.config.hidden_size)
         self.value_head = nn.Linear(hidden, 1) if with_value_head else None
         if self.value_head is not None:
             nn.init.zeros_(self.value_head.weight)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
 from rlvr_ray.config import RunConfig
 from rlvr_ray.learner.batch import TrainBatch, build_train_batch, shard_by_groups
@@ -53,7 +54,7 @@ def build_learner_rank(cfg: RunConfig, init_dir: str, rank: int, world: int) -> 
     reference = load_policy(init_dir) if cfg.training.kl_coef > 0 else None
     device = ray.train.torch.get_device()
     if reference is not None:
-        reference.to(device).requires_grad_(False)
+        nn.Module.to(reference, device).requires_grad_(False)
     wrapped = ray.train.torch.prepare_model(module) if world > 1 or device.type != "cpu" else module
     learner = Learner(cfg.training, module, wrapped, reference)
     state = LoopState()

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 MAX_ATTEMPTS = 2
 """Tries per share of a generate call before the group gives up loudly."""
 
+STARTUP_TIMEOUT_S = 600.0
+"""How long the group waits for its actors to start (a vLLM engine takes ~30 s; resources may be busy)."""
+
 
 class RolloutError(RuntimeError):
     """A generate call could not be completed (actor died twice, or ran past the timeout)."""
@@ -59,9 +62,9 @@ class RolloutWorker:
 
     def update_weights(self, state: Mapping[str, torch.Tensor] | ray.ObjectRef, version: int) -> int:
         """Load ``state`` in place and record ``version``; returns it as the acknowledgement."""
-        if isinstance(state, ray.ObjectRef):  # a ref nested in a container is not resolved by Ray
-            state = ray.get(state)
-        self.engine.load_weights(state)
+        # Ray resolves a ref passed as a top-level argument, but not one handed over inside a container.
+        weights = ray.get(state) if isinstance(state, ray.ObjectRef) else state
+        self.engine.load_weights(weights)
         self._version = version
         return version
 
@@ -124,16 +127,14 @@ class RolloutGroup:
         [0, 0]
     """
 
-    def __init__(
-        self, cfg: RolloutConfig, model_dir: str, seed: int, *, actor_class: Any = None
-    ) -> None:
+    def __init__(self, cfg: RolloutConfig, model_dir: str, seed: int, *, actor_class: Any = None) -> None:
         self.cfg = cfg
         self.model_dir = model_dir
         self.seed = seed
         self._actor_class = actor_class if actor_class is not None else RolloutActor
         self._latest: tuple[ray.ObjectRef, int] | None = None
         self.actors: list[ActorHandle] = [self._spawn(index) for index in range(cfg.num_actors)]
-        ray.get([actor.ready.remote() for actor in self.actors], timeout=cfg.generate_timeout_s)
+        ray.get([actor.ready.remote() for actor in self.actors], timeout=STARTUP_TIMEOUT_S)
 
     # ------------------------------------------------------------------------------------------------------------
     # Public API
@@ -219,7 +220,7 @@ class RolloutGroup:
     # ------------------------------------------------------------------------------------------------------------
     # Fault handling
 
-    def _spawn(self, index: int) -> ActorHandle:
+    def _spawn(self, index: int) -> Any:
         options: dict[str, Any] = {"num_cpus": self.cfg.num_cpus, "num_gpus": self.cfg.num_gpus, "max_restarts": 0}
         if self.cfg.resource:
             options["resources"] = {self.cfg.resource: 1}
@@ -268,7 +269,9 @@ class RolloutGroup:
                 pending[retry], deadlines[retry] = share, time.monotonic() + timeout
         return results
 
-    def _fail_overdue(self, pending: dict[ray.ObjectRef, _Share], deadlines: dict[ray.ObjectRef, float], timeout: float) -> None:
+    def _fail_overdue(
+        self, pending: dict[ray.ObjectRef, _Share], deadlines: dict[ray.ObjectRef, float], timeout: float
+    ) -> None:
         overdue = [share for ref, share in pending.items() if deadlines[ref] <= time.monotonic()]
         if not overdue:
             return

@@ -49,7 +49,8 @@ class TorchEngine:
 
     def __init__(self, model_dir: str, device: str = "cpu", max_batch_rows: int = 1024) -> None:
         self.device = torch.device(device)
-        self.model = load_policy(model_dir).to(self.device)
+        self.model = load_policy(model_dir)
+        self.model.to(self.device)  # type: ignore[arg-type]  # transformers' stub for .to expects a model
         self.pad_id = load_vocab(model_dir).pad
         self.max_batch_rows = max_batch_rows
 
@@ -149,10 +150,12 @@ class _FilledPrefixLayer(StaticLayer):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):  # type: ignore[no-untyped-def]
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
+        keys, values = self.keys, self.values
+        assert keys is not None and values is not None
         start, self.filled = self.filled, self.filled + key_states.shape[-2]
-        self.keys[:, :, start : self.filled] = key_states
-        self.values[:, :, start : self.filled] = value_states
-        return self.keys[:, :, : self.filled], self.values[:, :, : self.filled]
+        keys[:, :, start : self.filled] = key_states
+        values[:, :, start : self.filled] = value_states
+        return keys[:, :, : self.filled], values[:, :, : self.filled]
 
     def get_seq_length(self) -> int:
         return self.filled
@@ -178,7 +181,9 @@ def _prefill_mask(prompt_valid: torch.Tensor) -> torch.Tensor:
     return mask[:, None]
 
 
-def sample_next(logits: torch.Tensor, spec: SamplingSpec, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_next(
+    logits: torch.Tensor, spec: SamplingSpec, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Next tokens [B] and their logprobs under ``log_softmax(logits / T)`` (before top-p)."""
     logprobs = torch.log_softmax(logits / spec.temperature, dim=-1)
     if spec.greedy:
@@ -194,8 +199,8 @@ def sample_next(logits: torch.Tensor, spec: SamplingSpec, generator: torch.Gener
 def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     """Zero every token outside the smallest most-likely set whose mass reaches ``top_p`` (the top token stays).
 
-    >>> nucleus(torch.tensor([[0.5, 0.3, 0.2]]), 0.7).tolist()
-    [[0.5, 0.3, 0.0]]
+    >>> nucleus(torch.tensor([[0.25, 0.5, 0.125, 0.125]]), 0.7).tolist()
+    [[0.25, 0.5, 0.0, 0.0]]
     """
     sorted_probs, order = probs.sort(dim=-1, descending=True)
     mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs

@@ -107,7 +107,8 @@ def _require_vllm(engine: Any) -> None:
 class NcclWeightBroadcaster:
     """Learner rank 0's end of the NCCL group; one per set of rollout actors.
 
-    >>> broadcaster = NcclWeightBroadcaster(group.actors, ray.util.get_node_ip_address(), 29555, 120.0)  # doctest: +SKIP
+    >>> address = ray.util.get_node_ip_address()  # doctest: +SKIP
+    >>> broadcaster = NcclWeightBroadcaster(group.actors, address, 29555, deadline_s=120.0)  # doctest: +SKIP
     >>> broadcaster.push(model.state_dict(), version=1)  # doctest: +SKIP
     """
 
@@ -146,7 +147,9 @@ class NcclWeightBroadcaster:
             self.group.broadcast(tensor, src=0, stream=stream)
         stream.synchronize()
 
-    def _within_deadline(self, future: concurrent.futures.Future, what: str, acks: list[Any], version: int | None) -> Any:
+    def _within_deadline(
+        self, future: concurrent.futures.Future, what: str, acks: list[Any], version: int | None
+    ) -> Any:
         try:
             return future.result(timeout=self.deadline_s)
         except concurrent.futures.TimeoutError:
@@ -169,7 +172,10 @@ def _wait_acks(acks: list[Any], version: int | None, timeout_s: float) -> None:
     done, silent = ray.wait(acks, num_returns=len(acks), timeout=timeout_s)
     if silent:
         indices = sorted(actor_of[ref] for ref in silent)
-        raise WeightSyncTimeout(f"NCCL weight sync (version {version}): rollout actors {indices} did not acknowledge in time")
+        raise WeightSyncTimeout(
+            f"NCCL weight sync (version {version}): rollout actors {indices} "
+            f"did not acknowledge within {timeout_s:.1f}s"
+        )
     if version is None:
         return
     wrong = sorted(actor_of[ref] for ref, got in zip(done, ray.get(done), strict=True) if got != version)

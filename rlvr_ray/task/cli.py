@@ -43,7 +43,9 @@ def _operators(text: str) -> tuple[str, ...]:
     ops = tuple(text)
     if not ops or any(op not in ALLOWED_OPERATORS for op in ops) or len(set(ops)) != len(ops):
         allowed = "".join(ALLOWED_OPERATORS)
-        raise argparse.ArgumentTypeError(f"must be a non-empty ordered subset of {allowed} without repeats, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"must be a non-empty ordered subset of {allowed} without repeats, got {text!r}"
+        )
     return ops
 
 
@@ -113,7 +115,9 @@ def _write_samples(args: argparse.Namespace, vocab: Vocab, out: TextIO) -> None:
     from rlvr_ray.task.rpn import generate_problems  # jax only for this command
 
     problems = generate_problems(vocab, args.n, args.complexity, args.seed)
-    rows = zip(problems.prompt_lists(), problems.completion_lists(), problems.answers, problems.complexities)
+    rows = zip(
+        problems.prompt_lists(), problems.completion_lists(), problems.answers, problems.complexities, strict=True
+    )
     for prompt, completion, answer, complexity in rows:
         record = {
             "prompt": vocab.decode(prompt),
@@ -190,7 +194,8 @@ def _score(args: argparse.Namespace, vocab: Vocab) -> int:
         except _LineError as err:
             print(f"{args.input}: line {number}: {err}", file=sys.stderr)
             bad += 1
-    records, prompts, completions, answers = (list(column) for column in zip(*parsed)) if parsed else ([], [], [], [])
+    records = [record for record, _, _, _ in parsed]
+    prompts, completions, answers = [p for _, p, _, _ in parsed], [c for _, _, c, _ in parsed], [a for *_, a in parsed]
     scores = score_batch(prompts, completions, answers, vocab, "combined", args.boxed_weight, args.correct_weight)
     for i, record in enumerate(records):
         for name in ("boxed", "correct", "combined", "step"):

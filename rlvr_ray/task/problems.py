@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 def _rows_to_lists(ids: np.ndarray, lengths: np.ndarray) -> list[list[int]]:
-    return [row[:length].tolist() for row, length in zip(ids, lengths)]
+    return [row[:length].tolist() for row, length in zip(ids, lengths, strict=True)]
 
 
 @dataclass

@@ -27,7 +27,9 @@ class PromptSampler:
         from rlvr_ray.task.rpn import generate_problems
 
         # Training seeds live in their own stream (eval uses seed*1009+k with a different base seed).
-        problems = generate_problems(self.vocab, self.prompts_per_step, self.complexity_range, self.seed * 7_919_123 + step)
+        problems = generate_problems(
+            self.vocab, self.prompts_per_step, self.complexity_range, self.seed * 7_919_123 + step
+        )
         longest = int(problems.prompt_lengths.max())
         if longest > self.max_prompt_length:
             raise ValueError(

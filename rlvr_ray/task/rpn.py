@@ -5,8 +5,9 @@ configured ones, and a shape (which positions hold operands) uniform over the Ca
 Token ids follow :class:`~rlvr_ray.task.vocab.Vocab`: operand v is id v, operator j is id p + j.
 
 Compilation is keyed only on shapes and k: p, the operator set and the special ids are *traced* arguments, so
-one compilation per (k, batch bucket) serves every vocabulary, and batch sizes are rounded up to a power of
-two so that a training loop asking for N=128 mixed-complexity problems each step compiles once per k.
+one compilation per (k, batch bucket) serves every vocabulary. Batch sizes are rounded up to a power of two
+of at least 1024, so a training loop asking for N=128 mixed-complexity problems each step (about 32 per k,
+varying) compiles once per k and then only reuses; computing 1024 rows instead of 32 costs well under 1 ms.
 
 Problem i of ``generate_problems(vocab, n, range, seed)`` depends only on (vocab, range, seed, i), not on n.
 """
@@ -19,15 +20,15 @@ import os
 # the GPU memory that vLLM and torch need. Set JAX_PLATFORMS yourself before importing this to override.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-from collections import Counter  # noqa: E402
-from typing import NamedTuple  # noqa: E402
+from collections import Counter
+from typing import NamedTuple
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-from rlvr_ray.task.problems import Problems  # noqa: E402
-from rlvr_ray.task.vocab import Vocab  # noqa: E402
+from rlvr_ray.task.problems import Problems
+from rlvr_ray.task.vocab import Vocab
 
 __all__ = [
     "TRACE_COUNTS",
@@ -43,7 +44,8 @@ TRACE_COUNTS: Counter[str] = Counter()
 """Times each jitted function was traced (= compiled); tests use it to prove the jit cache is reused."""
 
 _OP_KIND = {"+": 0, "-": 1, "*": 2}
-_MIN_BUCKET = 16
+_MIN_BUCKET = 1024
+_MAX_P = 2**16
 
 
 class _Ids(NamedTuple):
@@ -59,10 +61,19 @@ class _Ids(NamedTuple):
 
 
 def _ids(vocab: Vocab) -> _Ids:
+    if vocab.p >= _MAX_P:
+        raise ValueError(f"p must be < {_MAX_P} for the JAX process (32-bit arithmetic), got {vocab.p}")
     kinds = [_OP_KIND[op] for op in vocab.operators]
     kinds += [0] * (3 - len(kinds))  # fixed length 3 so the operator count is not part of the compiled shape
-    scalars = [vocab.p, len(vocab.operators), vocab.eq, vocab.boe, vocab.eoe, vocab.pad]
-    return _Ids(*(jnp.int32(s) for s in scalars), kinds=jnp.asarray(kinds, dtype=jnp.int32))
+    return _Ids(
+        p=jnp.int32(vocab.p),
+        num_ops=jnp.int32(len(vocab.operators)),
+        eq=jnp.int32(vocab.eq),
+        boe=jnp.int32(vocab.boe),
+        eoe=jnp.int32(vocab.eoe),
+        pad=jnp.int32(vocab.pad),
+        kinds=jnp.asarray(kinds, dtype=jnp.int32),
+    )
 
 
 def completion_width(k: int) -> int:
@@ -74,7 +85,7 @@ def completion_width(k: int) -> int:
 
 
 def _bucket(n: int) -> int:
-    """Batch size actually computed for n items: the next power of two (>= 16), to bound recompilation."""
+    """Batch size actually computed for n items: the next power of two >= max(n, 1024), to bound recompilation."""
     return max(_MIN_BUCKET, 1 << max(0, n - 1).bit_length())
 
 
@@ -84,34 +95,50 @@ def _seed_key(seed: int) -> jax.Array:
     if not -(2**63) <= seed < 2**63:
         raise ValueError(f"seed must be a signed 64-bit integer, got {seed}")
     word = seed % 2**64
-    return jax.random.wrap_key_data(np.array([word >> 32, word & 0xFFFFFFFF], dtype=np.uint32))
+    return jax.random.wrap_key_data(jnp.asarray([word >> 32, word & 0xFFFFFFFF], dtype=jnp.uint32))
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Per-expression functions (vmapped below)
 
 
-def _sample_shape(key: jax.Array, k: int) -> jax.Array:
-    """[2k+1] bool, True where an operand goes; exactly uniform over the Catalan(k) valid RPN shapes.
+def _shape_from_bits(sort_bits: jax.Array) -> jax.Array:
+    """[2k+1] uint32 random words -> [2k+1] bool, True where an operand goes; uniform over the Catalan(k) shapes.
 
-    Cycle lemma: a uniformly shuffled sequence of k+1 (+1)s and k (-1)s has exactly one rotation whose prefix
-    sums are all >= 1 (= a valid RPN shape: operand +1, operator -1), the one starting right after the last
-    minimum of the prefix sums S_0..S_2k. All 2k+1 rotations of a sequence are distinct, so every shape is hit
-    by exactly 2k+1 of the C(2k+1, k) equally likely sequences.
+    Sorting by random words gives a uniform permutation of k+1 (+1)s and k (-1)s (as jax.random.permutation
+    does; ties, below 1e-8, aside). Cycle lemma: exactly one rotation of such a sequence has all prefix sums
+    >= 1 (= a valid RPN shape: operand +1, operator -1), the one starting right after the last minimum of the
+    prefix sums S_0..S_2k. The 2k+1 rotations of a sequence are distinct (its sum, 1, is not a multiple of a
+    period's), so every shape is hit by exactly 2k+1 of the C(2k+1, k) equally likely sequences.
     """
-    steps = jnp.where(jnp.arange(2 * k + 1) <= k, 1, -1)
-    steps = jax.random.permutation(key, steps)
+    k = (sort_bits.shape[0] - 1) // 2
+    steps = jnp.where(jnp.argsort(sort_bits) <= k, 1, -1)
     before = jnp.cumsum(steps) - steps  # S_0 .. S_2k: the sum before each position
     last_min = 2 * k - jnp.argmin(before[::-1])  # argmin returns the first hit, so reverse for the last
     return jnp.roll(steps, -last_min) == 1
 
 
+def _uniform_below(high: jax.Array, low: jax.Array, m: jax.Array) -> jax.Array:
+    """(high * 2**32 + low) mod m for uint32 words and 1 <= m < 2**16, without 64-bit ints.
+
+    A 64-bit random number reduced mod m: off from uniform by less than m / 2**64 (jax.random.randint is built
+    the same way). The products stay below m**2 + m < 2**32.
+    """
+    m = m.astype(jnp.uint32)
+    two_32 = (jnp.uint32(0xFFFFFFFF) % m + 1) % m
+    return ((high % m) * two_32 + low % m) % m
+
+
 def _sample_one(key: jax.Array, k: int, p: jax.Array, num_ops: jax.Array) -> jax.Array:
-    """[2k+1] int32 token ids of one expression of complexity k."""
-    k_shape, k_num, k_op = jax.random.split(key, 3)
-    is_operand = _sample_shape(k_shape, k)
-    operands = jax.random.randint(k_num, (2 * k + 1,), 0, p)
-    operators = jax.random.randint(k_op, (2 * k + 1,), 0, num_ops)
+    """[2k+1] int32 token ids of one expression of complexity k.
+
+    One draw of 5 x (2k+1) random words (a single threefry call keeps compilation short): a shape, then an
+    operand and an operator for every position, of which the shape keeps one.
+    """
+    bits = jax.random.bits(key, (5, 2 * k + 1), dtype=jnp.uint32)
+    is_operand = _shape_from_bits(bits[0])
+    operands = _uniform_below(bits[1], bits[2], p).astype(jnp.int32)
+    operators = _uniform_below(bits[3], bits[4], num_ops).astype(jnp.int32)
     return jnp.where(is_operand, operands, p + operators).astype(jnp.int32)
 
 
@@ -197,7 +224,10 @@ def _complexities_batch(key: jax.Array, indices: jax.Array, low: jax.Array, high
 
 
 def _problems_batch(key: jax.Array, indices: jax.Array, k: int, ids: _Ids) -> tuple[jax.Array, ...]:
-    """Problems ``indices`` [B] of complexity k -> (E0 [B, 2k+1], completions [B, k(k+1)+1], lengths [B], answers [B])."""
+    """Problems ``indices`` [B] of complexity k.
+
+    Returns E0 [B, 2k+1], completions [B, k(k+1)+1] padded, completion lengths [B], answers [B].
+    """
     TRACE_COUNTS["problems"] += 1
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
     exprs = jax.vmap(lambda key_i: _sample_one(key_i, k, ids.p, ids.num_ops))(keys)
@@ -215,8 +245,10 @@ _problems_jit = jax.jit(_problems_batch, static_argnames="k")
 
 def sample_expressions(key: jax.Array, n: int, k: int, p: int, num_ops: int) -> jax.Array:
     """[n, 2k+1] int32 ids of n expressions of complexity k (operator j is id p + j), from a PRNG key."""
-    if k < 1 or n < 0 or p < 2 or num_ops < 1:
-        raise ValueError(f"need k >= 1, n >= 0, p >= 2, num_ops >= 1; got k={k}, n={n}, p={p}, num_ops={num_ops}")
+    if k < 1 or n < 0 or not 2 <= p < _MAX_P or num_ops < 1:
+        raise ValueError(
+            f"need k >= 1, n >= 0, 2 <= p < {_MAX_P}, num_ops >= 1; got k={k}, n={n}, p={p}, num_ops={num_ops}"
+        )
     keys = jax.random.split(key, _bucket(n))
     return _sample_jit(keys, k=k, p=jnp.int32(p), num_ops=jnp.int32(num_ops))[:n]
 

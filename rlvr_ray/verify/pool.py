@@ -1,8 +1,9 @@
 """The verifier actor pool: scores rollout batches on Ray actors, independently of generation.
 
 A batch is cut into chunks of ``cfg.chunk_size`` completions and spread over ``cfg.num_actors`` actors, one chunk
-in flight per actor. A chunk whose actor raises, dies or misses ``cfg.deadline_s`` is re-scored on a freshly
-spawned actor (the old one is killed), at most ``cfg.max_retries`` times; after that the step fails with
+in flight per actor. When a chunk's actor raises, dies or misses ``cfg.deadline_s`` (counted from submission to a
+started actor), that actor is killed and replaced by a freshly spawned one, and the chunk goes back to the head
+of the queue for the next free actor, at most ``cfg.max_retries`` times; after that the step fails with
 :class:`VerifierError`. A chunk is never silently scored 0 or dropped.
 
 The scorer is any picklable callable ``(prompt_ids, completion_ids, answers) -> Scores`` over N aligned triples;
@@ -245,6 +246,7 @@ class VerifierPool:
         try:
             ray.get(ref)
         except RayError as err:
+            self._respawn(slot, run.counters)  # keep the slot accounted for; the next step tries again
             raise VerifierError(f"verifier actor {slot} failed to start: {_brief(err)}") from err
         run.idle.append(slot)
 
@@ -277,10 +279,13 @@ class VerifierPool:
     def _wait_and_handle(self, run: _Run) -> None:
         """Block until something finishes or the nearest deadline passes, then handle all that is settled."""
         refs = list(run.in_flight) + list(self._starting)
+        if not refs:  # every slot is busy, starting or idle, so with chunks pending this cannot happen
+            raise VerifierError("internal error: chunks pending but no verifier actor is busy, starting or idle")
         deadlines = [a.deadline for a in run.in_flight.values()] + [d for _, d in self._starting.values()]
-        ray.wait(refs, num_returns=1, timeout=max(0.0, min(deadlines) - time.monotonic()))
+        # fetch_local=False: "done" is what the deadline is about; the small result is fetched by ray.get.
+        ray.wait(refs, num_returns=1, timeout=max(0.0, min(deadlines) - time.monotonic()), fetch_local=False)
         # Handle everything that is done, not only the first, before judging deadlines.
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
         for ref in ready:
             if ref in self._starting:
                 self._handle_started(ref, run)

@@ -74,7 +74,7 @@ def _matched_steps(chain: Chain, completion_ids: Sequence[int], vocab: Vocab) ->
         else:
             segments[-1].append(token)
     matched = 0
-    for i, (segment, step) in enumerate(zip(segments, chain)):
+    for i, (segment, step) in enumerate(zip(segments, chain, strict=False)):
         is_last_segment, is_last_step = i == len(segments) - 1, i == len(chain) - 1
         complete = not is_last_segment or terminated
         ends_right = not is_last_step or is_last_segment  # En must be followed by <eoe>, not by another "="
@@ -130,7 +130,7 @@ def score_batch(
         )
     chains: dict[tuple[int, ...], Chain | None] = {}
     boxed_s, correct_s, step_s = (np.zeros(len(completion_ids), dtype=np.float32) for _ in range(3))
-    for i, (prompt, completion, answer) in enumerate(zip(prompt_ids, completion_ids, answers)):
+    for i, (prompt, completion, answer) in enumerate(zip(prompt_ids, completion_ids, answers, strict=True)):
         key = tuple(prompt)
         if key not in chains:
             chains[key] = true_chain(prompt, vocab)
@@ -139,4 +139,5 @@ def score_batch(
         step_s[i] = _step_from_chain(chains[key], completion, vocab)
     combined_s = (np.float32(boxed_weight) * boxed_s + np.float32(correct_weight) * correct_s).astype(np.float32)
     by_type = {"boxed": boxed_s, "correct": correct_s, "combined": combined_s, "step": step_s}
-    return Scores(boxed=boxed_s, correct=correct_s, step=step_s, combined=combined_s, reward=by_type[reward_type].copy())
+    reward = by_type[reward_type].copy()
+    return Scores(boxed=boxed_s, correct=correct_s, step=step_s, combined=combined_s, reward=reward)

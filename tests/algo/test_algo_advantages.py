@@ -100,7 +100,7 @@ def test_gae_hand_computed_with_padding() -> None:
     close(adv, [[-0.55 / std, -0.05 / std, -0.05 / std], [-0.3 / std, 0.95 / std, 0.0]], atol=1e-4)
 
 
-def test_gae_with_lambda_one_and_gamma_one_is_reward_to_go_minus_value() -> None:
+def test_gae_returns_with_gamma_and_lambda_one_are_the_reward_to_go() -> None:
     # lam = gamma = 1 telescopes: A_t = sum_{k>=t} r_k - V_t, so returns = reward-to-go = [3, 3] for rewards 1, 2.
     rewards = torch.tensor([[1.0, 2.0]])
     values = torch.tensor([[0.4, -7.0]])
@@ -239,8 +239,7 @@ def test_reinforce_pp_matches_python_loop(seed: int) -> None:
     _, _, mask = random_batch(seed)
     rewards = torch.randn(mask.shape, generator=torch.Generator().manual_seed(seed))
     gamma = 0.7
-    _, returns = reinforce_pp_advantages(rewards, mask, gamma)
-    adv, _ = reinforce_pp_advantages(rewards, mask, gamma)
+    adv, returns = reinforce_pp_advantages(rewards, mask, gamma)
     expected_returns = []
     for row, n in zip(rewards.tolist(), mask.sum(-1).long().tolist(), strict=True):
         running, out = 0.0, [0.0] * n

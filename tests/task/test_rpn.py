@@ -45,7 +45,9 @@ def mixed() -> Problems:
 def test_generate_matches_reference(vocab: Vocab) -> None:
     problems = rpn.generate_problems(vocab, 800, (1, 6), seed=vocab.p)
     assert set(problems.complexities.tolist()) == set(range(1, 7))
-    rows = zip(problems.prompt_lists(), problems.completion_lists(), problems.answers, problems.complexities)
+    rows = zip(
+        problems.prompt_lists(), problems.completion_lists(), problems.answers, problems.complexities, strict=True
+    )
     for prompt, completion, answer, k in rows:
         expr = ref.parse_prompt(prompt, vocab)
         assert len(expr) == 2 * k + 1
@@ -64,7 +66,7 @@ def test_reduce_pass_matches_reference_on_arbitrary_sequences() -> None:
     tokens = rng.choice(pool, size=(3000, width), p=weights / weights.sum())
     tokens[np.arange(width) >= lengths[:, None]] = vocab.pad
     out, out_lengths = (np.asarray(a) for a in rpn.reduce_pass(tokens, vocab))
-    for row, n, new, new_n in zip(tokens, lengths, out, out_lengths):
+    for row, n, new, new_n in zip(tokens, lengths, out, out_lengths, strict=True):
         expected = ref.reduce_once(row[:n].tolist(), vocab)
         assert new[:new_n].tolist() == expected
         assert (new[new_n:] == vocab.pad).all()
@@ -72,23 +74,41 @@ def test_reduce_pass_matches_reference_on_arbitrary_sequences() -> None:
 
 def test_reduction_chains_public_api() -> None:
     vocab = Vocab(11, ("-", "*"))
-    exprs = np.asarray(rpn.sample_expressions(jax.random.key(3), 200, 4, vocab.p, len(vocab.operators)))
+    exprs = sample_many(3, 4, 200, vocab)
     chains, lengths = (np.asarray(a) for a in rpn.reduction_chains(exprs, vocab))
     assert chains.shape == (200, 5, 9) and lengths.shape == (200, 5)
-    for expr, chain, lens in zip(exprs, chains, lengths):
+    for expr, chain, lens in zip(exprs, chains, lengths, strict=True):
         steps = ref.reduction_chain(expr.tolist(), vocab)
         padded = steps + [steps[-1]] * (4 - len(steps))  # rows past En repeat En
-        assert [row[:n].tolist() for row, n in zip(chain[1:], lens[1:])] == padded
+        assert [row[:n].tolist() for row, n in zip(chain[1:], lens[1:], strict=True)] == padded
         assert chain[0].tolist() == expr.tolist()
 
 
+def sample_many(seed: int, k: int, n: int, vocab: Vocab = V13, chunk: int = 1000) -> np.ndarray:
+    """[n, 2k+1] expressions from sample_expressions, in chunks that all share one compiled batch size."""
+    keys = jax.random.split(jax.random.key(seed), -(-n // chunk))
+    parts = [rpn.sample_expressions(key, chunk, k, vocab.p, len(vocab.operators)) for key in keys]
+    return np.concatenate([np.asarray(part) for part in parts])[:n]
+
+
+@pytest.fixture(scope="module")
+def by_k() -> Problems:
+    return rpn.generate_problems(V13, 4500, (1, 5), seed=3)  # about 900 per k: one compiled bucket per k
+
+
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
-def test_sampled_expressions_are_valid_and_cover_all_shapes(k: int) -> None:
-    exprs = np.asarray(rpn.sample_expressions(jax.random.key(k), 3000, k, 13, 3))
-    assert exprs.shape == (3000, 2 * k + 1) and exprs.dtype == np.int32
+def test_generated_expressions_are_valid_and_cover_all_shapes(by_k: Problems, k: int) -> None:
+    exprs = by_k.prompts[by_k.complexities == k, 1 : 2 * k + 2]
     assert all(ref.is_expression(row.tolist(), V13) for row in exprs)
-    shapes = {tuple(row < 13) for row in exprs}
-    assert len(shapes) == catalan(k)
+    assert len({tuple(row < V13.p) for row in exprs}) == catalan(k)
+
+
+def test_sample_expressions_shape_and_validity() -> None:
+    vocab = Vocab(5, ("*", "-"))
+    exprs = sample_many(9, 3, 1000, vocab)
+    assert exprs.shape == (1000, 7) and exprs.dtype == np.int32
+    assert all(ref.is_expression(row.tolist(), vocab) for row in exprs)
+    assert set(np.unique(exprs).tolist()) == set(range(vocab.p + 2))
 
 
 def shape_counts(is_operand: np.ndarray) -> np.ndarray:
@@ -110,8 +130,7 @@ def naive_stack_shapes(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
 
 @pytest.mark.parametrize("k", [3, 4])
 def test_shapes_are_uniform_over_catalan(k: int) -> None:
-    exprs = np.asarray(rpn.sample_expressions(jax.random.key(100 + k), 20_000, k, 13, 3))
-    counts = shape_counts(exprs < 13)
+    counts = shape_counts(sample_many(100 + k, k, 20_000) < V13.p)
     assert len(counts) == catalan(k)
     assert chi_square(counts) < CHI2_BOUND[catalan(k) - 1]
 
@@ -126,7 +145,7 @@ def test_chi_square_bound_rejects_the_naive_sampler(k: int) -> None:
 
 def test_operands_operators_and_complexities_are_uniform() -> None:
     vocab = Vocab(7, ("*", "-"))
-    problems = rpn.generate_problems(vocab, 8000, (1, 5), seed=5)
+    problems = rpn.generate_problems(vocab, 4500, (1, 5), seed=5)
     assert chi_square(np.bincount(problems.complexities, minlength=6)[1:]) < CHI2_BOUND[4]
     prompts = problems.prompts[:, 1:]
     operands = prompts[prompts < vocab.p]
@@ -143,7 +162,10 @@ def test_problem_arrays(mixed: Problems) -> None:
     assert mixed.prompts.shape == (n, mixed.prompt_lengths.max())
     assert mixed.completions.shape == (n, mixed.completion_lengths.max())
     assert (mixed.prompts[:, 0] == V13.boe).all()
-    for ids, lengths, width in [(mixed.prompts, mixed.prompt_lengths, 14), (mixed.completions, mixed.completion_lengths, 43)]:
+    for ids, lengths, width in [
+        (mixed.prompts, mixed.prompt_lengths, 14),
+        (mixed.completions, mixed.completion_lengths, 43),
+    ]:
         real = np.arange(ids.shape[1]) < lengths[:, None]
         assert ((ids == V13.pad) == ~real).all()  # padded exactly after the real tokens
         assert ids.shape[1] <= width
@@ -156,7 +178,9 @@ def test_problem_arrays(mixed: Problems) -> None:
 def test_full_sequences_and_prompt_batch(mixed: Problems) -> None:
     sequences, lengths = mixed.full_sequences()
     assert sequences.dtype == np.int32 and sequences.shape == (len(mixed), lengths.max())
-    for row, n, prompt, completion in zip(sequences, lengths, mixed.prompt_lists(), mixed.completion_lists()):
+    for row, n, prompt, completion in zip(
+        sequences, lengths, mixed.prompt_lists(), mixed.completion_lists(), strict=True
+    ):
         assert row[:n].tolist() == prompt + completion
         assert (row[n:] == V13.pad).all()
     batch = mixed.to_prompt_batch()
@@ -197,12 +221,16 @@ def test_wide_seeds_do_not_collide() -> None:
         rpn.generate_problems(V13, 1, (1, 1), seed=2**63)
 
 
+def test_batch_buckets() -> None:
+    assert [rpn._bucket(n) for n in (0, 1, 128, 1024, 1025, 100_000)] == [1024, 1024, 1024, 1024, 2048, 131072]
+
+
 def test_jit_cache_is_reused_across_calls_and_vocabularies() -> None:
     rpn.generate_problems(V13, 128, (1, 4), seed=0)
     before = dict(rpn.TRACE_COUNTS)
-    for seed in range(1, 6):
+    for seed in range(1, 9):
         rpn.generate_problems(V13, 128, (1, 4), seed=seed)
-    rpn.generate_problems(Vocab(31, ("*",)), 128, (1, 4), seed=0)  # p and operators are traced, not static
+    rpn.generate_problems(Vocab(31, ("*",)), 100, (1, 4), seed=0)  # p and operators are traced, not static
     assert dict(rpn.TRACE_COUNTS) == before
 
 

@@ -45,6 +45,7 @@ def ray_cluster() -> Iterator[None]:
     )
     yield
     ray.shutdown()
+    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,9 @@ class InspectableScorer:
     combined = first completion token, reward = 100 * answer + completion length.
 
     ``mode`` injects a fault on calls whose chunk contains TRIGGER_ANSWER: ``raise_once``, ``sleep_once`` (past any
-    deadline), ``exit_once`` (the actor process dies), ``always_raise``, ``short`` (one value too few). Each call on
-    the trigger chunk appends a line to ``calls_file`` so tests can count attempts.
+    deadline), ``exit_once`` (the actor process dies), ``always_raise``, ``short`` (one value too few); and
+    ``slow_first`` delays the first chunk. Each call on the trigger chunk appends a line to ``calls_file`` so tests
+    can count attempts.
     """
 
     flag_dir: str
@@ -64,6 +66,8 @@ class InspectableScorer:
         if TRIGGER_ANSWER in answers:
             self._record_call()
             self._maybe_fail()
+        if self.mode == "slow_first" and 0 in answers:
+            time.sleep(1.0)  # chunk 0 finishes after chunks 1.. on the other actor
         lengths = np.array([len(c) for c in completion_ids], dtype=np.float32)
         answer_arr = np.asarray(answers, dtype=np.float32)
         scores = Scores(
@@ -158,6 +162,14 @@ def test_scores_equal_the_direct_call_in_order_and_the_pool_is_reusable(tmp_path
         assert empty.scores.reward.shape == (0,) and empty.scores.reward.dtype == np.float32
 
 
+def test_chunks_finishing_out_of_order_are_reassembled_in_batch_order(tmp_path: Path) -> None:
+    scorer = InspectableScorer(str(tmp_path), mode="slow_first")
+    rollouts = make_rollouts()
+    with VerifierPool(scorer, config()) as pool:
+        scored = pool.score(rollouts)
+    assert_scores_equal(scored.scores, direct_scores(scorer, rollouts))
+
+
 def test_a_scorer_error_is_rescored_on_a_fresh_actor(tmp_path: Path) -> None:
     scorer = InspectableScorer(str(tmp_path), mode="raise_once")
     rollouts = make_rollouts()
@@ -223,13 +235,35 @@ def test_misaligned_rollouts_are_rejected() -> None:
 
 def test_an_actor_that_cannot_be_placed_fails_loudly() -> None:
     cfg = config(num_actors=1, resource="no_such_resource")
-    with VerifierPool(length_scorer, cfg, actor_start_timeout_s=1.0) as pool:
-        with pytest.raises(VerifierError, match="did not start within 1s.*'no_such_resource'"):
-            pool.score(make_rollouts())
+    pool = VerifierPool(length_scorer, cfg, actor_start_timeout_s=1.0)
+    with pool, pytest.raises(VerifierError, match=r"did not start within 1s.*'no_such_resource'"):
+        pool.score(make_rollouts())
 
 
 def test_a_shut_down_pool_refuses_to_score() -> None:
     pool = VerifierPool(length_scorer, config(num_actors=1))
     pool.shutdown()
     with pytest.raises(VerifierError, match="shut down"):
+        pool.score(make_rollouts())
+
+
+class UnloadableScorer:
+    """Unpickles only in the test process, so the actor's constructor fails."""
+
+    def __reduce__(self) -> tuple[object, tuple[int]]:
+        return (_load_only_in, (os.getpid(),))
+
+    def __call__(self, prompt_ids: list[list[int]], completion_ids: list[list[int]], answers: Sequence[int]) -> Scores:
+        return length_scorer(prompt_ids, completion_ids, answers)
+
+
+def _load_only_in(pid: int) -> UnloadableScorer:
+    if os.getpid() != pid:
+        raise RuntimeError("scorer cannot be loaded in this process")
+    return UnloadableScorer()
+
+
+def test_an_actor_whose_constructor_fails_reports_the_cause() -> None:
+    pool = VerifierPool(UnloadableScorer(), config(num_actors=1))
+    with pool, pytest.raises(VerifierError, match=r"failed to start.*scorer cannot be loaded in this process"):
         pool.score(make_rollouts())

@@ -1,0 +1,387 @@
+"""Sweep files (``configs/sweeps/*.yaml``): the search space over dotted config paths, the metric, the scheduler and
+the per-trial resources, validated against :class:`~rlvr_ray.config.RunConfig` before anything starts.
+
+Also the pure pieces of a sweep's result: the trial configs, the summary table and the best config YAML.
+No ray or torch here (:mod:`rlvr_ray.tune` runs the sweep).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rlvr_ray.config import ConfigError, RunConfig, config_dir, dump_config, format_validation_error, validate_config
+
+SPACE_KINDS = ("choice", "grid", "uniform", "loguniform")
+# Keys each trial gets from the sweep itself; a space or fixed override may not set them.
+RESERVED_KEYS = ("output_dir", "resume", "tracking.tracking_uri", "tracking.run_name", "tracking.experiment_name")
+# Space keys that change what the SFT warm start is: trials then make their own warm start.
+WARM_START_PREFIXES = ("model.", "sft.", "generative_process.", "warm_start_dir")
+MAX_GRID_CHECKS = 256
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class Space(_Strict):
+    """One search dimension; exactly one of the fields is set, e.g. ``{loguniform: [1.0e-5, 1.0e-3]}``."""
+
+    choice: list[Any] | None = Field(None, min_length=1)
+    """Sample uniformly from these values (num_samples draws)."""
+    grid: list[Any] | None = Field(None, min_length=1)
+    """Every value, crossed with the other grid dimensions (and repeated num_samples times)."""
+    uniform: tuple[float, float] | None = None
+    """[low, high]: uniform floats."""
+    loguniform: tuple[float, float] | None = None
+    """[low, high] with 0 < low: log-uniform floats."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Space:
+        given = [k for k in SPACE_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(SPACE_KINDS)} (got {', '.join(given) or 'none'})")
+        if self.uniform is not None and self.uniform[0] >= self.uniform[1]:
+            raise ValueError(f"uniform needs low < high, got {list(self.uniform)}")
+        if self.loguniform is not None and not 0 < self.loguniform[0] < self.loguniform[1]:
+            raise ValueError(f"loguniform needs 0 < low < high, got {list(self.loguniform)}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in SPACE_KINDS if getattr(self, k) is not None)
+
+    @property
+    def value(self) -> Any:
+        return getattr(self, self.kind)
+
+    def probe_values(self) -> list[Any]:
+        """Values every one of which must make a valid config: each listed value, else both ends and the middle."""
+        if self.kind in ("choice", "grid"):
+            return list(self.value)
+        low, high = self.value
+        middle = math.sqrt(low * high) if self.kind == "loguniform" else (low + high) / 2
+        return [low, middle, high]
+
+
+class SchedulerConfig(_Strict):
+    """Trial scheduler: ASHA early stopping on the metric, or FIFO (every trial runs to the end)."""
+
+    type: Literal["asha", "fifo"] = "asha"
+    """asha: stop trials whose metric is in the bottom 1/reduction_factor at a rung; fifo: no early stopping."""
+    grace_period: int = Field(1, ge=1)
+    """Evaluations a trial always gets before it can be stopped."""
+    reduction_factor: float = Field(2.0, gt=1)
+    """Keep the top 1/reduction_factor of trials at each rung (rungs at grace_period x reduction_factor^k evals)."""
+    max_t: int | None = Field(None, ge=1)
+    """Tune reports of a complete trial; None: computed from the trial configs (evaluations + the final report)."""
+
+
+class TrialResources(_Strict):
+    """Per-trial sizes, mapped onto the trial's config so several trials share a machine (None: keep the config's)."""
+
+    trial_cpus: float = Field(0.0, ge=0)
+    """CPUs of the Tune trial process itself (it runs the before/after evaluations; the actors below hold the rest)."""
+    rollout_cpus: float | None = Field(None, ge=0)
+    """rollout.num_cpus: CPUs per rollout actor."""
+    rollout_gpus: float | None = Field(None, ge=0)
+    """rollout.num_gpus: GPU fraction per rollout actor."""
+    verifier_cpus: float | None = Field(None, ge=0)
+    """verifier.num_cpus: CPUs per verifier actor."""
+    learner_cpus: float | None = Field(None, ge=0)
+    """learner.num_cpus: CPUs per Ray Train worker."""
+
+
+# Resource name -> the config field it sets.
+RESOURCE_FIELDS = {
+    "rollout_cpus": "rollout.num_cpus",
+    "rollout_gpus": "rollout.num_gpus",
+    "verifier_cpus": "verifier.num_cpus",
+    "learner_cpus": "learner.num_cpus",
+}
+
+
+class SweepConfig(_Strict):
+    """A sweep file: what to vary, what to optimise, how to schedule and size the trials."""
+
+    name: str = Field("", pattern=r"^[A-Za-z0-9_.-]*$")
+    """Sweep name (directory and MLflow parent run name); empty: the sweep file's name."""
+    metric: str = "eval/accuracy"
+    """Metric reported every held-out evaluation to optimise (default: greedy exact-answer accuracy)."""
+    mode: Literal["max", "min"] = "max"
+    """Maximise or minimise the metric."""
+    num_samples: int = Field(1, ge=1)
+    """Draws of the choice/uniform/loguniform dimensions; grid dimensions are crossed with each draw."""
+    max_concurrent_trials: int = Field(1, ge=1)
+    """Trials running at once (each is a full actor-learner system)."""
+    seed: int | None = 0
+    """Seed of the random search (None: not reproducible)."""
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    """Early stopping."""
+    trial_resources: TrialResources = Field(default_factory=TrialResources)
+    """How big each trial is."""
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    """Fixed dotted ``key: value`` settings every trial gets (after the command line's overrides)."""
+    space: dict[str, Space] = Field(min_length=1)
+    """The search space: dotted config path -> one of choice / grid / uniform / loguniform."""
+
+    @field_validator("space", "overrides")
+    @classmethod
+    def _not_reserved(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if key in RESERVED_KEYS:
+                raise ValueError(f"{key} is set by the sweep for each trial and cannot be swept or overridden")
+        return value
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def resolve_sweep_path(arg: str) -> Path:
+    """A path, or a bare name looked up in ``configs/sweeps/``."""
+    path = Path(arg)
+    if path.is_file():
+        return path
+    named = config_dir() / "sweeps" / f"{path.stem}.yaml"
+    if named.is_file():
+        return named
+    found = sorted(p.stem for p in (config_dir() / "sweeps").glob("*.yaml"))
+    raise ConfigError(f"sweep file {arg!r} not found; configs/sweeps has: {', '.join(found) or 'none'}")
+
+
+def load_sweep(path: str | Path) -> SweepConfig:
+    """Parse and validate a sweep file; every problem is one ConfigError line naming the field."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping (name, metric, space, ...)")
+    try:
+        sweep = SweepConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"{path}: {format_validation_error(err)}") from None
+    return sweep if sweep.name else sweep.model_copy(update={"name": path.stem})
+
+
+def config_field_names(model: type[BaseModel] = RunConfig) -> list[str]:
+    """Every dotted leaf path of the config model (``training.learning_rate``, ``output_dir``, ...)."""
+    names: list[str] = []
+    for name, info in model.model_fields.items():
+        sub = info.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            names += [f"{name}.{leaf}" for leaf in config_field_names(sub)]
+        else:
+            names.append(name)
+    return names
+
+
+def check_key(key: str, known: list[str]) -> None:
+    if key in known:
+        return
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise ConfigError(f"{key}: not a config field{hint}")
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def get_dotted(cfg: RunConfig, key: str) -> Any:
+    value: Any = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def resource_overrides(resources: TrialResources) -> dict[str, Any]:
+    return {RESOURCE_FIELDS[name]: value for name, value in resources.model_dump().items()
+            if name in RESOURCE_FIELDS and value is not None}
+
+
+def build_config(base: RunConfig, settings: dict[str, Any]) -> RunConfig:
+    """``base`` with dotted ``settings`` applied, validated (ConfigError names the field)."""
+    data = copy.deepcopy(base.model_dump(mode="json"))
+    for key, value in settings.items():
+        set_dotted(data, key, value)
+    return validate_config(data)
+
+
+def fixed_settings(sweep: SweepConfig) -> dict[str, Any]:
+    """What every trial gets on top of the base config: the sweep's overrides and resource sizes."""
+    return {**sweep.overrides, **resource_overrides(sweep.trial_resources)}
+
+
+def grid_combinations(sweep: SweepConfig) -> list[dict[str, Any]]:
+    """Every combination of the grid dimensions (Tune runs each), or [] when there are too many to check."""
+    grids = {k: s.value for k, s in sweep.space.items() if s.kind == "grid"}
+    if math.prod(len(v) for v in grids.values()) > MAX_GRID_CHECKS:
+        return []
+    return [dict(zip(grids, combo, strict=True)) for combo in itertools.product(*grids.values())]
+
+
+def validate_sweep(base: RunConfig, sweep: SweepConfig) -> SweepConfig:
+    """Check every key and a sample of every dimension's values against the config model before anything starts.
+
+    Returns the sweep with choice/grid values normalised to the config's types (``"1e-4"`` -> ``0.0001``).
+    """
+    known = config_field_names()
+    for key in [*sweep.overrides, *sweep.space]:
+        check_key(key, known)
+    fixed = fixed_settings(sweep)
+    try:
+        build_config(base, fixed)
+    except ConfigError as err:
+        raise ConfigError(f"sweep overrides: {err}") from None
+    space = {key: normalise_space(base, fixed, key, dim) for key, dim in sweep.space.items()}
+    for combo in grid_combinations(sweep):
+        try:
+            build_config(base, {**fixed, **combo})
+        except ConfigError as err:
+            raise ConfigError(f"sweep grid combination {combo}: {err}") from None
+    return sweep.model_copy(update={"space": space})
+
+
+def normalise_space(base: RunConfig, fixed: dict[str, Any], key: str, dim: Space) -> Space:
+    typed = []
+    for value in dim.probe_values():
+        try:
+            cfg = build_config(base, {**fixed, key: value})
+        except ConfigError as err:
+            raise ConfigError(f"sweep space {key}={value!r}: {err}") from None
+        typed.append(get_dotted(cfg, key))
+    if dim.kind in ("choice", "grid"):
+        return Space.model_validate({dim.kind: typed})
+    return dim
+
+
+def needs_own_warm_start(sweep: SweepConfig) -> bool:
+    """True when the space changes the task, model or SFT, so trials cannot share one warm start."""
+    return any(key.startswith(WARM_START_PREFIXES) and key != "model.init_dir" for key in sweep.space)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Trial configs
+
+
+def absolute(path: str | None) -> str | None:
+    return None if path is None else str(Path(path).expanduser().resolve())
+
+
+def trial_config(
+    base: RunConfig, sweep: SweepConfig, params: dict[str, Any], trial_dir: Path, tracking_uri: str, run_name: str
+) -> RunConfig:
+    """Base config + the sweep's fixed settings + the sampled params, writing under ``trial_dir`` (absolute paths:
+    Tune runs each trial in its own working directory)."""
+    cfg = build_config(base, {**fixed_settings(sweep), **params})
+    warm = trial_dir / "warm_start" if needs_own_warm_start(sweep) else Path(cfg.warm_start_dir)
+    return build_config(cfg, {
+        "output_dir": absolute(str(trial_dir)), "warm_start_dir": absolute(str(warm)),
+        "model.init_dir": absolute(cfg.model.init_dir), "resume": True,
+        "tracking.tracking_uri": tracking_uri, "tracking.run_name": run_name,
+    })
+
+
+def evals_per_run(cfg: RunConfig) -> int:
+    """Held-out evaluations (= Tune reports from the learner) of one complete run (see controller.is_eval_step)."""
+    total, every = cfg.training.total_steps, cfg.training.eval_every
+    return total // every + (1 if total % every else 0)
+
+
+def probe_configs(base: RunConfig, sweep: SweepConfig) -> list[RunConfig]:
+    """The base with the fixed settings, and with each probed value of each dimension (a validated sweep's)."""
+    fixed = fixed_settings(sweep)
+    configs = [build_config(base, fixed)]
+    return configs + [build_config(base, {**fixed, k: v}) for k, dim in sweep.space.items() for v in dim.probe_values()]
+
+
+def default_max_t(base: RunConfig, sweep: SweepConfig) -> int:
+    """Tune reports of the longest complete trial among the probed configs: its evaluations + the final report."""
+    return max(evals_per_run(c) for c in probe_configs(base, sweep)) + 1
+
+
+def trial_cpus(cfg: RunConfig, resources: TrialResources) -> float:
+    """Logical CPUs one trial holds: its rollout actors, verifiers, learner workers and the trial process."""
+    roles = [(cfg.rollout.num_actors, cfg.rollout.num_cpus), (cfg.verifier.num_actors, cfg.verifier.num_cpus),
+             (cfg.learner.num_workers, cfg.learner.num_cpus)]
+    return sum(n * c for n, c in roles) + resources.trial_cpus
+
+
+def custom_resources(cfg: RunConfig) -> dict[str, float]:
+    """Units of the roles' Ray custom resources (``rollout``, ``verifier``, ``learner``) one trial needs."""
+    units: dict[str, float] = {}
+    roles = [(cfg.rollout.num_actors, cfg.rollout.resource), (cfg.verifier.num_actors, cfg.verifier.resource),
+             (cfg.learner.num_workers, cfg.learner.resource)]
+    for count, name in roles:
+        if name:
+            units[name] = units.get(name, 0) + count
+    return units
+
+
+def best_config_yaml(base: RunConfig, sweep: SweepConfig, params: dict[str, Any], header: list[str]) -> str:
+    """The best trial's config as a standalone run: base + the sweep's fixed overrides + the params, with the
+    base's own resources, tracking and a fresh output_dir (``dump_config``, so ``load_config`` reads it back)."""
+    cfg = build_config(base, {**sweep.overrides, **params})
+    cfg = build_config(cfg, {"output_dir": f"{base.output_dir}_{sweep.name}_best"})
+    return "".join(f"# {line}\n" for line in header) + dump_config(cfg)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Result table
+
+
+@dataclass
+class TrialRow:
+    """One trial of a sweep, as the summary table shows it."""
+
+    trial_id: str
+    params: dict[str, Any]
+    metric: float | None
+    status: str
+    evals: int = 0
+    error: str = ""
+    output_dir: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_table(rows: list[TrialRow], metric: str, keys: list[str]) -> str:
+    """Fixed-width table: trial, one column per swept key, the metric, evaluations, status, error."""
+    header = ["trial", *keys, metric, "evals", "status", "error"]
+    body = [
+        [r.trial_id, *(format_value(r.params.get(k, "")) for k in keys),
+         "-" if r.metric is None or math.isnan(r.metric) else f"{r.metric:.4f}", str(r.evals), r.status,
+         r.error.splitlines()[0][:100] if r.error else ""]
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in [header, *body]]
+    return "\n".join(lines)
+
+
+def best_row(rows: list[TrialRow], mode: str) -> TrialRow | None:
+    """The trial with the best last-reported metric among trials that did not fail."""
+    scored = [r for r in rows if r.status != "failed" and r.metric is not None and not math.isnan(r.metric)]
+    if not scored:
+        return None
+    return max(scored, key=lambda r: r.metric if mode == "max" else -r.metric)  # type: ignore[operator]
