@@ -187,7 +187,9 @@ class TrainingConfig(_Section):
         if self.batch_size % self.group_size:
             raise ValueError(f"batch_size {self.batch_size} must be a multiple of group_size {self.group_size}")
         if self.batch_size % self.mini_batch_size:
-            raise ValueError(f"batch_size {self.batch_size} must be a multiple of mini_batch_size {self.mini_batch_size}")
+            raise ValueError(
+                f"batch_size {self.batch_size} must be a multiple of mini_batch_size {self.mini_batch_size}"
+            )
         if self.mini_batch_size % self.gradient_accumulation_steps:
             raise ValueError(
                 f"mini_batch_size {self.mini_batch_size} must be a multiple of "
@@ -382,19 +384,25 @@ def _resolve_defaults(data: dict[str, Any], root: Path, source: Path) -> dict[st
         if entry == "_self_":
             continue
         if not isinstance(entry, dict) or len(entry) != 1:
-            raise ConfigError(f"{source}: each defaults entry must be '_self_' or one 'group: name' pair, got {entry!r}")
+            raise ConfigError(
+                f"{source}: each defaults entry must be '_self_' or one 'group: name' pair, got {entry!r}"
+            )
         ((group, name),) = entry.items()
         group_file = root / group / f"{name}.yaml"
         if not group_file.is_file():
             choices = sorted(p.stem for p in (root / group).glob("*.yaml"))
-            raise ConfigError(f"{source}: defaults {group}: {name!r} not found; available: {', '.join(choices) or 'none'}")
+            raise ConfigError(
+                f"{source}: defaults {group}: {name!r} not found; available: {', '.join(choices) or 'none'}"
+            )
         merged = _merge(merged, {group: _read_yaml(group_file)})
     return _merge(merged, data)
 
 
 def _apply_override(data: dict[str, Any], override: str) -> None:
     if "=" not in override:
-        raise ConfigError(f"override {override!r} must look like section.field=value (e.g. training.learning_rate=1e-4)")
+        raise ConfigError(
+            f"override {override!r} must look like section.field=value (e.g. training.learning_rate=1e-4)"
+        )
     dotted, raw = override.split("=", 1)
     keys = dotted.strip().split(".")
     if not all(keys):
@@ -434,7 +442,9 @@ def validate_config(data: dict[str, Any]) -> RunConfig:
         raise ConfigError(format_validation_error(err)) from None
 
 
-def load_config(name: str = "train_rlvr_model", overrides: list[str] | tuple[str, ...] = (), root: Path | None = None) -> RunConfig:
+def load_config(
+    name: str = "train_rlvr_model", overrides: list[str] | tuple[str, ...] = (), root: Path | None = None
+) -> RunConfig:
     """Load ``configs/NAME.yaml`` (defaults resolved), apply dotted overrides, validate.
 
     >>> cfg = load_config("train_rlvr_test", ["training.learning_rate=3e-4"])
@@ -444,7 +454,9 @@ def load_config(name: str = "train_rlvr_model", overrides: list[str] | tuple[str
     root = root or config_dir()
     path = root / f"{name}.yaml"
     if not path.is_file():
-        raise ConfigError(f"config {name!r} not found in {root}; available: {', '.join(available_configs(root)) or 'none'}")
+        raise ConfigError(
+            f"config {name!r} not found in {root}; available: {', '.join(available_configs(root)) or 'none'}"
+        )
     data = _resolve_defaults(_read_yaml(path), root, path)
     for override in overrides:
         _apply_override(data, override)

@@ -1,6 +1,6 @@
 """Held-out evaluation: greedy decoding, scored by the verifier's own reward functions (no drift possible).
 
-    python -m rlvr_ray.eval --model DIR [--complexities 1-6 --n 200 --seed S] [--json FILE]
+python -m rlvr_ray.eval --model DIR [--complexities 1-6 --n 200 --seed S] [--json FILE]
 """
 
 from __future__ import annotations
@@ -52,9 +52,7 @@ def evaluate(
         completions = [c.token_ids for c in generate(prompts, spec)]
         scores = score_batch(prompts, completions, problems.answers.tolist(), vocab, "correct", 0.0, 1.0)
         exact = [chain_exact(p, c, vocab) for p, c in zip(prompts, completions, strict=True)]
-        rows.append(
-            EvalRow(k, n, float(scores.correct.mean()), float(scores.boxed.mean()), float(np.mean(exact)))
-        )
+        rows.append(EvalRow(k, n, float(scores.correct.mean()), float(scores.boxed.mean()), float(np.mean(exact))))
     return rows
 
 
@@ -80,9 +78,9 @@ def format_table(rows: Sequence[EvalRow], title: str = "") -> str:
 def format_before_after(before: Sequence[EvalRow], after: Sequence[EvalRow]) -> str:
     lines = [f"{'k':>3} {'n':>5} {'acc before':>11} {'acc after':>10} {'chain before':>13} {'chain after':>12}"]
     for b, a in zip(before, after, strict=True):
-        lines.append(
-            f"{a.complexity:>3} {a.n:>5} {b.accuracy:>11.3f} {a.accuracy:>10.3f} {b.chain_exact:>13.3f} {a.chain_exact:>12.3f}"
-        )
+        accuracy = f"{b.accuracy:>11.3f} {a.accuracy:>10.3f}"
+        chain = f"{b.chain_exact:>13.3f} {a.chain_exact:>12.3f}"
+        lines.append(f"{a.complexity:>3} {a.n:>5} {accuracy} {chain}")
     return "\n".join(lines)
 
 
@@ -101,7 +99,9 @@ def parse_complexities(text: str) -> list[int]:
     return values
 
 
-def evaluate_model_dir(model_dir: str, complexities: Sequence[int], n: int, seed: int, max_tokens: int) -> list[EvalRow]:
+def evaluate_model_dir(
+    model_dir: str, complexities: Sequence[int], n: int, seed: int, max_tokens: int
+) -> list[EvalRow]:
     """Evaluate a saved policy directory with the plain-torch engine (greedy, fp32)."""
     from rlvr_ray.policy import load_vocab
     from rlvr_ray.rollout.torch_engine import TorchEngine

@@ -32,7 +32,10 @@ class RunResult:
     paths: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
-        lines = ["held-out greedy exact-answer accuracy (before -> after RL):", format_before_after(self.before, self.after)]
+        lines = [
+            "held-out greedy exact-answer accuracy (before -> after RL):",
+            format_before_after(self.before, self.after),
+        ]
         lines += [f"{name}: {path}" for name, path in self.paths.items()]
         return "\n".join(lines)
 
@@ -106,8 +109,11 @@ def fit_learner(cfg: RunConfig, init_dir: Path, tracker: Tracker, report_to_tune
 
     t = cfg.training
     scorer = functools.partial(
-        score_batch, vocab=load_vocab(init_dir), reward_type=t.reward_type,
-        boxed_weight=t.boxed_weight, correct_weight=t.correct_weight,
+        score_batch,
+        vocab=load_vocab(init_dir),
+        reward_type=t.reward_type,
+        boxed_weight=t.boxed_weight,
+        correct_weight=t.correct_weight,
     )
     group = RolloutGroup(cfg.rollout, str(init_dir), t.seed)
     pool = VerifierPool(scorer, cfg.verifier)
@@ -123,8 +129,11 @@ def fit_learner(cfg: RunConfig, init_dir: Path, tracker: Tracker, report_to_tune
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={
-                "cfg": cfg.model_dump(mode="json"), "init_dir": str(init_dir),
-                "rollout_group": group, "verifier_pool": pool, "tracker": tracker,
+                "cfg": cfg.model_dump(mode="json"),
+                "init_dir": str(init_dir),
+                "rollout_group": group,
+                "verifier_pool": pool,
+                "tracker": tracker,
             },
             scaling_config=ray.train.ScalingConfig(
                 num_workers=cfg.learner.num_workers, use_gpu=cfg.learner.use_gpu, resources_per_worker=worker_resources
@@ -179,8 +188,13 @@ def finish_run(cfg: RunConfig, out: Path, before: list[EvalRow], tracker: Tracke
     for path in (table, out / "eval_before.json", out / "eval_after.json", out / "config.yaml", curves):
         tracker.log_artifact(path)
     tracker.log_artifact(final, "final_policy")
-    paths = {"final policy": str(final), "eval table": str(table), "curves": str(curves),
-             "checkpoints": str(out / "checkpoints"), "mlflow": f"{tracker.tracking_uri} (run {tracker.run_id})"}
+    paths = {
+        "final policy": str(final),
+        "eval table": str(table),
+        "curves": str(curves),
+        "checkpoints": str(out / "checkpoints"),
+        "mlflow": f"{tracker.tracking_uri} (run {tracker.run_id})",
+    }
     return RunResult(out, final, before, after, tracker.run_id, tracker.tracking_uri, paths)
 
 

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from rlvr_ray.tracking import Tracker
 
 
-def sft_batch(vocab: Vocab, task: TaskConfig, batch_size: int, seed: int, loss_on_prompt: bool) -> dict[str, torch.Tensor]:
+def sft_batch(
+    vocab: Vocab, task: TaskConfig, batch_size: int, seed: int, loss_on_prompt: bool
+) -> dict[str, torch.Tensor]:
     """One batch of full equations: input_ids [B, L], labels [B, L] (-100 where no loss), attention_mask [B, L]."""
     import torch
 

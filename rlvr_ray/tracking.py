@@ -38,7 +38,12 @@ class Tracker:
 
     @classmethod
     def start(
-        cls, tracking_uri: str, experiment: str, run_name: str, parent_run_id: str | None = None, run_id: str | None = None
+        cls,
+        tracking_uri: str,
+        experiment: str,
+        run_name: str,
+        parent_run_id: str | None = None,
+        run_id: str | None = None,
     ) -> Tracker:
         """Create a run (a child of ``parent_run_id`` when given), or reopen ``run_id``."""
         from mlflow.tracking import MlflowClient

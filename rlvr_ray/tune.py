@@ -67,6 +67,16 @@ class SweepContext:
         run_name = f"{self.sweep.name}-{trial_id}"
         return trial_config(self.base, self.sweep, params, self.trial_dir(trial_id), self.tracking_uri, run_name)
 
+    def placement(self, params: dict[str, Any]) -> Any:
+        """The trial's placement group (Tune calls this with each trial's params); see :func:`trial_bundles`."""
+        from ray.tune import PlacementGroupFactory
+
+        try:
+            cfg = self.trial_config(params, "_resources")
+        except ConfigError:  # the trial itself fails with this error and is reported; size it like the base
+            cfg = self.trial_config({}, "_resources")
+        return PlacementGroupFactory(trial_bundles(cfg, self.sweep.trial_resources.trial_cpus))
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # The trial
@@ -96,6 +106,24 @@ def final_report(after: list[Any], tracker: Tracker, metric: str, cfg: RunConfig
 
 # ----------------------------------------------------------------------------------------------------------------
 # Setting up
+
+
+def trial_bundles(cfg: RunConfig, process_cpus: float) -> list[dict[str, float]]:
+    """Bundles of a trial's placement group: the trial process, then one per rollout actor and verifier actor.
+
+    Tune schedules a trial's child actors inside the trial's placement group, so the rollout and verifier actors
+    the trial starts must fit in it. The learner's workers are not in it: Ray Train reserves their own group.
+    """
+    rollout = {"CPU": cfg.rollout.num_cpus, "GPU": cfg.rollout.num_gpus}
+    if cfg.rollout.resource:
+        rollout[cfg.rollout.resource] = 1
+    verifier = {"CPU": cfg.verifier.num_cpus}
+    if cfg.verifier.resource:
+        verifier[cfg.verifier.resource] = 1
+    bundles = [{"CPU": process_cpus}, *[rollout] * cfg.rollout.num_actors, *[verifier] * cfg.verifier.num_actors]
+    nonzero = [{k: float(v) for k, v in b.items() if v} for b in bundles]
+    rest = [b for b in nonzero[1:] if b]
+    return [nonzero[0], *rest] if nonzero[0] or rest else [{"CPU": 0.01}]  # Tune needs something to reserve
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -221,9 +249,7 @@ def make_tuner(ctx: SweepContext, resume: bool) -> Any:
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, ctx=ctx), {"CPU": ctx.sweep.trial_resources.trial_cpus}
-    )
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), ctx.placement)
     path = ctx.sweep_dir / TUNE_DIR
     if resume:
         return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False, restart_errored=True)

@@ -19,12 +19,33 @@ from rlvr_ray.config import (
     load_config,
 )
 
-SEED_TRAINING_KNOBS = (
-    "num_epochs samples_per_epoch max_prompt_length max_generation_length complexity_range ppo_steps learning_rate "
-    "batch_size mini_batch_size gradient_accumulation_steps ppo_epochs cliprange cliprange_value vf_coef target_kl "
-    "early_stopping temperature top_p reward_type boxed_weight correct_weight log_every checkpoint_every "
-    "max_batches_per_epoch seed"
-).split()
+SEED_TRAINING_KNOBS = [
+    "num_epochs",
+    "samples_per_epoch",
+    "max_prompt_length",
+    "max_generation_length",
+    "complexity_range",
+    "ppo_steps",
+    "learning_rate",
+    "batch_size",
+    "mini_batch_size",
+    "gradient_accumulation_steps",
+    "ppo_epochs",
+    "cliprange",
+    "cliprange_value",
+    "vf_coef",
+    "target_kl",
+    "early_stopping",
+    "temperature",
+    "top_p",
+    "reward_type",
+    "boxed_weight",
+    "correct_weight",
+    "log_every",
+    "checkpoint_every",
+    "max_batches_per_epoch",
+    "seed",
+]
 
 
 @pytest.mark.parametrize("name", available_configs())
@@ -39,8 +60,13 @@ def test_every_shipped_config_loads_and_starts_with_its_command(name: str) -> No
 
 def test_seed_file_names_exist() -> None:
     root = config_dir()
-    for rel in ["train_rlvr_model.yaml", "train_rlvr_test.yaml", "training/rlvr_small.yaml",
-                "training/rlvr_large.yaml", "generative_process/rpn_arithmetic.yaml"]:
+    for rel in [
+        "train_rlvr_model.yaml",
+        "train_rlvr_test.yaml",
+        "training/rlvr_small.yaml",
+        "training/rlvr_large.yaml",
+        "generative_process/rpn_arithmetic.yaml",
+    ]:
         assert (root / rel).is_file(), rel
 
 
@@ -53,12 +79,16 @@ def test_training_files_keep_every_seed_knob(group_file: str) -> None:
 
 
 def test_seed_process_is_expressible() -> None:
-    cfg = load_config("train_rlvr_test", ["generative_process.operators=['+']", "generative_process.complexity_range=[1,2]"])
+    cfg = load_config(
+        "train_rlvr_test", ["generative_process.operators=['+']", "generative_process.complexity_range=[1,2]"]
+    )
     assert cfg.generative_process.operators == ["+"] and cfg.generative_process.complexity_range == (1, 2)
 
 
 def test_overrides_are_typed() -> None:
-    cfg = load_config("train_rlvr_test", ["training.learning_rate=3e-4", "training.early_stopping=true", "rollout.engine=vllm"])
+    cfg = load_config(
+        "train_rlvr_test", ["training.learning_rate=3e-4", "training.early_stopping=true", "rollout.engine=vllm"]
+    )
     assert cfg.training.learning_rate == pytest.approx(3e-4)
     assert cfg.training.early_stopping is True
     assert cfg.rollout.engine == "vllm"
@@ -85,7 +115,7 @@ def test_bad_values_give_one_line_naming_the_field(override: str, expected: str)
 
 
 def test_unknown_config_name_lists_available() -> None:
-    with pytest.raises(ConfigError, match="available: .*train_rlvr_test"):
+    with pytest.raises(ConfigError, match=r"available: .*train_rlvr_test"):
         load_config("no_such_config")
 
 
@@ -103,7 +133,9 @@ def test_dump_round_trips(tmp_path: Path) -> None:
 
 
 def test_total_steps_respects_caps() -> None:
-    t = TrainingConfig(batch_size=64, group_size=8, mini_batch_size=32, samples_per_epoch=80, num_epochs=3, ppo_steps=None)
+    t = TrainingConfig(
+        batch_size=64, group_size=8, mini_batch_size=32, samples_per_epoch=80, num_epochs=3, ppo_steps=None
+    )
     assert t.prompts_per_step == 8 and t.total_steps == 30
     assert t.model_copy(update={"max_batches_per_epoch": 4}).total_steps == 12
     assert t.model_copy(update={"ppo_steps": 5}).total_steps == 5
@@ -112,7 +144,9 @@ def test_total_steps_respects_caps() -> None:
 def test_cli_bad_override_exits_2_with_one_line() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "rlvr_ray.main", "--config-name", "train_rlvr_test", "training.cliprange=0"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: training.cliprange: Input should be greater than 0 (got 0)"]

@@ -70,8 +70,11 @@ def test_parse_complexities_rejects(text: str) -> None:
 
 
 def test_cli_prints_table_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    model = save_policy(build_model(ModelConfig(hidden_size=32, num_layers=1, num_heads=1, intermediate_size=64), VOCAB),
-                        VOCAB, tmp_path / "m")
+    model = save_policy(
+        build_model(ModelConfig(hidden_size=32, num_layers=1, num_heads=1, intermediate_size=64), VOCAB),
+        VOCAB,
+        tmp_path / "m",
+    )
     assert main(["--model", str(model), "--complexities", "1-2", "--n", "8", "--json", str(tmp_path / "t.json")]) == 0
     out = capsys.readouterr().out
     assert "accuracy" in out and out.count("\n") >= 3

@@ -17,15 +17,32 @@ pytestmark = pytest.mark.slow
 # A run in which RL visibly helps within a few steps: a short warm start that often misses the answer format,
 # rewarded on format + answer for k=1 problems.
 LEARNS = [
-    "sft.steps=40", "training.ppo_steps=12", "training.eval_every=4", "training.checkpoint_every=4",
-    "training.complexity_range=[1,1]", "training.learning_rate=2e-3", "training.batch_size=128",
-    "training.mini_batch_size=64", "eval.complexities=[1]",
+    "sft.steps=40",
+    "training.ppo_steps=12",
+    "training.eval_every=4",
+    "training.checkpoint_every=4",
+    "training.complexity_range=[1,1]",
+    "training.learning_rate=2e-3",
+    "training.batch_size=128",
+    "training.mini_batch_size=64",
+    "eval.complexities=[1]",
 ]
 
 
-def run_main(tmp: Path, *overrides: str, config: str = "train_rlvr_test", timeout: int = 900) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "rlvr_ray.main", "--config-name", config, f"output_dir={tmp / 'run'}",
-            f"warm_start_dir={tmp / 'warm_start'}", f"tracking.tracking_uri=sqlite:///{tmp / 'mlflow.db'}", *overrides]
+def run_main(
+    tmp: Path, *overrides: str, config: str = "train_rlvr_test", timeout: int = 900
+) -> subprocess.CompletedProcess:
+    args = [
+        sys.executable,
+        "-m",
+        "rlvr_ray.main",
+        "--config-name",
+        config,
+        f"output_dir={tmp / 'run'}",
+        f"warm_start_dir={tmp / 'warm_start'}",
+        f"tracking.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
+        *overrides,
+    ]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     return proc
@@ -44,8 +61,15 @@ def check_run_outputs(tmp: Path, steps: int) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     run = tmp / "run"
-    for name in ["final_policy/model.safetensors", "eval_table.txt", "eval_before.json", "eval_after.json",
-                 "curves.png", "config.yaml", "checkpoints/latest"]:
+    for name in [
+        "final_policy/model.safetensors",
+        "eval_table.txt",
+        "eval_before.json",
+        "eval_after.json",
+        "curves.png",
+        "config.yaml",
+        "checkpoints/latest",
+    ]:
         assert (run / name).exists(), name
     AutoModelForCausalLM.from_pretrained(str(run / "final_policy"))
     assert AutoTokenizer.from_pretrained(str(run / "final_policy")).eos_token == "<eoe>"

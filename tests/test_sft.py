@@ -44,7 +44,9 @@ def test_train_sft_changes_weights_and_saves_loadable_policy(tmp_path: Path) -> 
     trained = load_policy(out)
     initial = build_model(TINY, VOCAB, seed=3)
     assert load_vocab(out) == VOCAB
-    differs = [not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), initial.state_dict().values(), strict=True)]
+    differs = [
+        not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), initial.state_dict().values(), strict=True)
+    ]
     assert all(differs)
 
 

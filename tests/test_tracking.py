@@ -28,8 +28,20 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("mlflow_server")
     port = free_port()
     cmd = [
-        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{root / 'db.sqlite'}", "--artifacts-destination", str(root / "artifacts"),
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'db.sqlite'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -64,7 +76,10 @@ def test_log_to_real_server_and_read_back(mlflow_server: str, tmp_path: Path) ->
     client = MlflowClient(mlflow_server)
     run = client.get_run(tracker.run_id)
     assert run.data.params["training.learning_rate"] == "0.0001"
-    assert [(m.step, m.value) for m in client.get_metric_history(tracker.run_id, "reward/mean")] == [(0, 0.25), (1, 0.5)]
+    assert [(m.step, m.value) for m in client.get_metric_history(tracker.run_id, "reward/mean")] == [
+        (0, 0.25),
+        (1, 0.5),
+    ]
     assert run.data.metrics["tracking/non_finite_metrics"] == 1.0  # the NaN was counted, not logged
     assert "loss/policy" not in run.data.metrics
     assert [a.path for a in client.list_artifacts(tracker.run_id)] == ["table.txt"]

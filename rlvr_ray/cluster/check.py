@@ -128,6 +128,8 @@ def shape_of(source: str, spec: Doc, entrypoint: str | None = None) -> ClusterSh
         raise ManifestError(f"{source}: malformed cluster spec (missing {err})") from None
     except ManifestError as err:
         raise ManifestError(f"{source}: {err}") from None
+    except ValueError as err:  # e.g. num-cpus: "four"
+        raise ManifestError(f"{source}: bad value in cluster spec ({err})") from None
     return ClusterShape(source, tuple(groups), entrypoint)
 
 
@@ -196,20 +198,24 @@ def _start_param_resources(text: str | None, group: str, autoscaling: bool) -> d
     crashes autoscaling, so it is reported rather than guessed around."""
     if not text:
         return {}
-    try:
-        lenient = json.loads(str(text).strip("'\"` ").replace("\\", ""))
-    except json.JSONDecodeError:
-        raise ManifestError(f"group {group}: rayStartParams resources {text!r} is not JSON") from None
-    if autoscaling:
-        try:
-            strict = json.loads(str(text)[1:-1].replace("\\", ""))
-            assert isinstance(strict, dict) and all(isinstance(v, int) for v in strict.values())
-        except (json.JSONDecodeError, AssertionError):
-            raise ManifestError(
-                f"group {group}: rayStartParams resources {text!r} is not in the form the Ray autoscaler parses "
-                "('\"{\\\"name\\\": 1}\"', integers); use the group's `resources:` field instead"
-            ) from None
+    lenient = _json_object(str(text).strip("'\"` ").replace("\\", ""))
+    if lenient is None or not all(isinstance(v, (int, float)) for v in lenient.values()):
+        raise ManifestError(f"group {group}: rayStartParams resources {text!r} is not a JSON object of numbers")
+    strict = _json_object(str(text)[1:-1].replace("\\", ""))
+    if autoscaling and (strict is None or not all(isinstance(v, int) for v in strict.values())):
+        raise ManifestError(
+            f"group {group}: rayStartParams resources {text!r} is not in the form the Ray autoscaler parses "
+            "('\"{\\\"name\\\": 1}\"', integers); use the group's `resources:` field instead"
+        )
     return {str(key): float(value) for key, value in lenient.items()}
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 # ----------------------------------------------------------------------------------------------------------------

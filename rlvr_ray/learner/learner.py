@@ -94,7 +94,9 @@ class Learner:
         cfg, mode = self.cfg, self.preset.loss_agg_mode
         norm = cfg.max_generation_length  # Dr.GRPO's constant normaliser: the generation budget
         out = self.forward(batch)
-        loss, stats = ppo_clip_loss(out.logp, old.logp, adv, batch.mask, cfg.cliprange, self.preset.clip_high, mode, norm)
+        loss, stats = ppo_clip_loss(
+            out.logp, old.logp, adv, batch.mask, cfg.cliprange, self.preset.clip_high, mode, norm
+        )
         stats = {f"ppo/{k}": v for k, v in stats.items()}
         stats["loss/policy"] = float(loss.detach())
         if self.preset.use_critic and out.values is not None and old.values is not None:
@@ -141,8 +143,13 @@ class Learner:
         return stats
 
     def _optimizer_step(
-        self, batch: TrainBatch, old: OldPolicyOutputs, adv: torch.Tensor, returns: torch.Tensor,
-        index: torch.Tensor, micro: int,
+        self,
+        batch: TrainBatch,
+        old: OldPolicyOutputs,
+        adv: torch.Tensor,
+        returns: torch.Tensor,
+        index: torch.Tensor,
+        micro: int,
     ) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
         parts = [index[i : i + micro] for i in range(0, len(index), micro)]

@@ -38,7 +38,9 @@ class LearnerRank:
 
     def policy_state(self) -> dict[str, torch.Tensor]:
         """HF-named policy weights on CPU (what the engines load)."""
-        return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.learner.policy.policy.state_dict().items()}
+        return {
+            k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.learner.policy.policy.state_dict().items()
+        }
 
 
 def build_learner_rank(cfg: RunConfig, init_dir: str, rank: int, world: int) -> tuple[LearnerRank, LoopState]:
@@ -79,6 +81,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         from rlvr_ray.policy import load_vocab
 
         vocab = load_vocab(config["init_dir"])
-        Controller(cfg, vocab, learner_rank, config["rollout_group"], config["verifier_pool"], config["tracker"]).run(state)
+        Controller(cfg, vocab, learner_rank, config["rollout_group"], config["verifier_pool"], config["tracker"]).run(
+            state
+        )
     else:
         follow(cfg, learner_rank, state)

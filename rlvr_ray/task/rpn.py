@@ -7,13 +7,14 @@ Token ids follow :class:`~rlvr_ray.task.vocab.Vocab`: operand v is id v, operato
 Compilation is keyed only on shapes and k: p, the operator set and the special ids are *traced* arguments, so
 one compilation per (k, batch bucket) serves every vocabulary. Batch sizes are rounded up to a power of two
 of at least 1024, so a training loop asking for N=128 mixed-complexity problems each step (about 32 per k,
-varying) compiles once per k and then only reuses; computing 1024 rows instead of 32 costs well under 1 ms.
+varying) compiles once per k and then only reuses (a warm N=128 call takes about 8 ms of CPU).
 
 Problem i of ``generate_problems(vocab, n, range, seed)`` depends only on (vocab, range, seed, i), not on n.
 """
 
 from __future__ import annotations
 
+import operator
 import os
 
 # Problem generation is a few integer ops per token; on a GPU node a jax CUDA backend would also grab most of
@@ -92,6 +93,7 @@ def _bucket(n: int) -> int:
 def _seed_key(seed: int) -> jax.Array:
     """A PRNG key from any signed 64-bit seed. ``jax.random.key`` truncates to 32 bits without x64 (2**32 + 5
     would collide with 5), so the two 32-bit halves of the seed's 64-bit two's complement form the key data."""
+    seed = operator.index(seed)  # numpy ints welcome; floats are a mistake
     if not -(2**63) <= seed < 2**63:
         raise ValueError(f"seed must be a signed 64-bit integer, got {seed}")
     word = seed % 2**64
@@ -108,8 +110,9 @@ def _shape_from_bits(sort_bits: jax.Array) -> jax.Array:
     Sorting by random words gives a uniform permutation of k+1 (+1)s and k (-1)s (as jax.random.permutation
     does; ties, below 1e-8, aside). Cycle lemma: exactly one rotation of such a sequence has all prefix sums
     >= 1 (= a valid RPN shape: operand +1, operator -1), the one starting right after the last minimum of the
-    prefix sums S_0..S_2k. The 2k+1 rotations of a sequence are distinct (its sum, 1, is not a multiple of a
-    period's), so every shape is hit by exactly 2k+1 of the C(2k+1, k) equally likely sequences.
+    prefix sums S_0..S_2k. The 2k+1 rotations of a sequence are distinct (a sequence equal to a non-trivial
+    rotation of itself is periodic, and its sum would be a multiple > 1 of the period's sum, but it is 1), so
+    every shape is hit by exactly 2k+1 of the C(2k+1, k) equally likely sequences.
     """
     k = (sort_bits.shape[0] - 1) // 2
     steps = jnp.where(jnp.argsort(sort_bits) <= k, 1, -1)
@@ -271,8 +274,8 @@ def reduction_chains(exprs: np.ndarray | jax.Array, vocab: Vocab) -> tuple[jax.A
 
 
 def _check_request(n: int, complexity_range: tuple[int, int]) -> tuple[int, int]:
-    low, high = (int(c) for c in complexity_range)
-    if n < 0:
+    low, high = (operator.index(c) for c in complexity_range)
+    if operator.index(n) < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if low < 1 or high < low:
         raise ValueError(f"complexity_range must be (min, max) with 1 <= min <= max, got {complexity_range}")
@@ -292,16 +295,16 @@ def generate_problems(vocab: Vocab, n: int, complexity_range: tuple[int, int], s
     one complexity at a time (k fixes the array shapes) and scattered back in index order with numpy.
     """
     low, high = _check_request(n, complexity_range)
+    n = operator.index(n)
     root = _seed_key(seed)
     k_key, e_key = jax.random.fold_in(root, 0), jax.random.fold_in(root, 1)
     all_indices = np.arange(_bucket(n), dtype=np.int32)
     ks = np.asarray(_complexities_jit(k_key, all_indices, jnp.int32(low), jnp.int32(high)))[:n]
     ids = _ids(vocab)
-    groups = {}
-    for k in np.unique(ks).tolist():
-        members = np.flatnonzero(ks == k)
-        outputs = _problems_jit(e_key, _padded_indices(members), k=k, ids=ids)
-        groups[k] = (members, [np.asarray(a)[: len(members)] for a in jax.device_get(outputs)])
+    members = {k: np.flatnonzero(ks == k) for k in np.unique(ks).tolist()}
+    # dispatch every complexity before fetching any: XLA runs them while Python moves on
+    outputs = {k: _problems_jit(e_key, _padded_indices(idx), k=k, ids=ids) for k, idx in members.items()}
+    groups = {k: (idx, [np.asarray(a)[: len(idx)] for a in jax.device_get(outputs[k])]) for k, idx in members.items()}
     return _assemble(vocab, ks, groups)
 
 

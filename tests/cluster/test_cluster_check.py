@@ -224,3 +224,13 @@ def test_a_sweep_too_wide_for_the_slots_is_rejected(capsys: pytest.CaptureFixtur
     code, out, _ = run_cli(capsys, str(CLUSTER / "overlays/cpu-local"), "--config-name", "cluster_cpu_local",
                            "--sweep", "reward_weights")
     assert code == 0 and out.count("sweep reward_weights, 2 trials at once): OK") == 3
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [({"num-cpus": "four"}, "bad value in cluster spec"), ({"resources": '"[1, 2]"'}, "not a JSON object of numbers")],
+)
+def test_malformed_groups_are_one_line_errors(params: dict, message: str) -> None:
+    spec = {"headGroupSpec": group({"cpu": "1"}), "workerGroupSpecs": [group({"cpu": "1"}, rayStartParams=params)]}
+    with pytest.raises(ManifestError, match=message):
+        shape_of("RayCluster/x", spec)

@@ -66,7 +66,7 @@ def test_resources_namespace_and_images(tmp_path: Path) -> None:
 
 
 def test_json6902_patches_with_test_guards(tmp_path: Path) -> None:
-    ops = [
+    ops: list[dict] = [
         {"op": "test", "path": "/spec/template/spec/containers/0/name", "value": "app"},
         {"op": "replace", "path": "/spec/template/spec/containers/0/env/0/value", "value": "2"},
         {"op": "add", "path": "/spec/template/spec/containers/0/env/-", "value": {"name": "B", "value": "3"}},

@@ -218,11 +218,13 @@ def _entrypoints(module: str | None = None) -> list:
 def test_rayjob_entrypoints_name_commands_and_configs_that_exist(kustomization: str, job: str, entrypoint: str) -> None:
     command = entrypoint_command(entrypoint)
     assert command is not None, f"{kustomization} {job}: {entrypoint!r} is not `python -m rlvr_ray...`"
-    module, config_name, overrides = command
+    module, config_name, overrides, options = command
     assert entrypoint.split()[:2] == ["python", "-m"]
     assert importlib.util.find_spec(module) is not None, f"{kustomization} {job}: no module {module}"
     assert config_name is not None and (REPO / "configs" / f"{config_name}.yaml").is_file()
     load_config(config_name, overrides)
+    if module == "rlvr_ray.tune":
+        assert options["--sweep"].startswith(f"{IMAGE_APP_DIR}/configs/sweeps/"), "name the sweep file in the image"
     for word in entrypoint.split():
         if word.startswith(IMAGE_APP_DIR + "/"):
             local = REPO / word.removeprefix(IMAGE_APP_DIR + "/")
@@ -238,3 +240,13 @@ def test_rayjob_main_entrypoints_dry_run(
 
     assert main(["--dry-run", *entrypoint.split()[3:]]) == 0
     assert "placement plan" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("kustomization", "job", "entrypoint"), _entrypoints("rlvr_ray.tune"))
+def test_rayjob_sweep_entrypoints_parse_and_validate(kustomization: str, job: str, entrypoint: str) -> None:
+    """tune's own parser accepts each sweep entrypoint, and its sweep file validates against its base config."""
+    from rlvr_ray.sweep import load_sweep, resolve_sweep_path, validate_sweep
+    from rlvr_ray.tune import parse_args
+
+    args = parse_args(entrypoint.split()[3:])
+    validate_sweep(load_config(args.config_name, args.overrides), load_sweep(resolve_sweep_path(args.sweep)))

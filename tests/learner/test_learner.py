@@ -10,7 +10,13 @@ import torch
 
 from rlvr_ray.config import ModelConfig, TrainingConfig
 from rlvr_ray.learner.batch import build_train_batch, shard_by_groups
-from rlvr_ray.learner.checkpoint import LoopState, latest_checkpoint, load_trainer_state, restore_learner, save_checkpoint
+from rlvr_ray.learner.checkpoint import (
+    LoopState,
+    latest_checkpoint,
+    load_trainer_state,
+    restore_learner,
+    save_checkpoint,
+)
 from rlvr_ray.learner.learner import Learner, logprob_mismatch
 from rlvr_ray.learner.model import PolicyWithValue
 from rlvr_ray.policy import build_model, load_policy, save_policy
@@ -26,9 +32,13 @@ def scored_batch(prompts, completions, logprobs, rewards, group_size) -> ScoredB
     n = len(completions)
     r = np.asarray(rewards, dtype=np.float32)
     rollouts = RolloutBatch(
-        prompt_ids=prompts, completion_ids=completions, logprobs=logprobs,
-        group_ids=np.arange(n) // group_size, answers=np.zeros(n, np.int64),
-        complexities=np.ones(n, np.int64), policy_version=np.zeros(n, np.int64),
+        prompt_ids=prompts,
+        completion_ids=completions,
+        logprobs=logprobs,
+        group_ids=np.arange(n) // group_size,
+        answers=np.zeros(n, np.int64),
+        complexities=np.ones(n, np.int64),
+        policy_version=np.zeros(n, np.int64),
     )
     return ScoredBatch(rollouts, Scores(boxed=r, correct=r, step=r, combined=r, reward=r))
 
@@ -38,7 +48,9 @@ def test_build_train_batch_aligns_completion_tokens_by_hand() -> None:
     completion = VOCAB.encode("= 7 <eoe>")
     short_prompt = VOCAB.encode("<boe> 5")
     batch = build_train_batch(
-        scored_batch([prompt, short_prompt], [completion, VOCAB.encode("<eoe>")], [[-0.1, -0.2, -0.3], [-0.5]], [1.0, 0.0], 2),
+        scored_batch(
+            [prompt, short_prompt], [completion, VOCAB.encode("<eoe>")], [[-0.1, -0.2, -0.3], [-0.5]], [1.0, 0.0], 2
+        ),
         VOCAB.pad,
     )
     assert batch.input_ids.tolist()[0] == prompt + completion
@@ -85,8 +97,11 @@ def engine_rollouts(model_dir: Path, rewards: list[float], temperature: float = 
     spec = SamplingSpec(n=4, temperature=temperature, max_tokens=6, stop_token_id=VOCAB.eoe, seed=3)
     completions = TorchEngine(str(model_dir)).generate(prompts, spec)
     return scored_batch(
-        [prompts[c.prompt_index] for c in completions], [c.token_ids for c in completions],
-        [c.logprobs for c in completions], rewards, 4,
+        [prompts[c.prompt_index] for c in completions],
+        [c.token_ids for c in completions],
+        [c.logprobs for c in completions],
+        rewards,
+        4,
     )
 
 
@@ -133,7 +148,9 @@ def test_kl_term_is_logged_and_zero_before_any_update(tmp_path: Path) -> None:
 
 
 def test_early_stopping_stops_after_first_epoch(tmp_path: Path) -> None:
-    learner, model_dir = make_learner(tmp_path, "grpo", ppo_epochs=4, early_stopping=True, target_kl=1e-12, learning_rate=0.05)
+    learner, model_dir = make_learner(
+        tmp_path, "grpo", ppo_epochs=4, early_stopping=True, target_kl=1e-12, learning_rate=0.05
+    )
     batch = build_train_batch(engine_rollouts(model_dir, [1, 0, 0, 1, 0, 1, 1, 0]), VOCAB.pad)
     stats = learner.update(batch)
     assert stats["ppo/early_stopped"] == 1.0

@@ -45,15 +45,21 @@ def hf_greedy(model_dir: str, prompts: list[list[int]], max_tokens: int) -> list
     for prompt in prompts:
         ids = torch.tensor([prompt])
         out = model.generate(
-            ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=max_tokens,
-            eos_token_id=VOCAB.eoe, pad_token_id=VOCAB.pad,
+            ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=max_tokens,
+            eos_token_id=VOCAB.eoe,
+            pad_token_id=VOCAB.pad,
         )
         outputs.append(out[0, len(prompt) :].tolist())
     return outputs
 
 
 @torch.no_grad()
-def hf_logprobs(model_dir: str, prompts: list[list[int]], completions: list[Completion], temperature: float) -> list[list[float]]:
+def hf_logprobs(
+    model_dir: str, prompts: list[list[int]], completions: list[Completion], temperature: float
+) -> list[list[float]]:
     """``log_softmax(logits / T)`` of each completion's tokens from one plain HF forward over prompt + completion."""
     model = load_policy(model_dir)
     result = []

@@ -7,6 +7,7 @@ tests/ is not on their import path.
 from __future__ import annotations
 
 import doctest
+import itertools
 import os
 import sys
 import time
@@ -28,6 +29,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 CFG = RolloutConfig(num_actors=2, num_cpus=0.5, generate_timeout_s=120)
 GREEDY = SamplingSpec(n=2, max_tokens=12, stop_token_id=VOCAB.eoe, greedy=True)
+VERSIONS = itertools.count(1)  # the module's group only ever moves forward
 
 
 class DyingWorker(RolloutWorker):
@@ -54,11 +56,18 @@ def ray_cluster() -> Iterator[None]:
     cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def group(policy_dir: str) -> Iterator[RolloutGroup]:
+    """One group for the module (actors start slowly on a busy box); tests that push other weights restore them."""
     rollout_group = RolloutGroup(CFG, policy_dir, seed=0)
     yield rollout_group
     rollout_group.shutdown()
+
+
+@pytest.fixture
+def restore_policy(group: RolloutGroup, policy_dir: str) -> Iterator[None]:
+    yield
+    group.sync(load_policy(policy_dir).state_dict(), version=next(VERSIONS))
 
 
 def prompt_batch(count: int, seed: int) -> PromptBatch:
@@ -73,7 +82,7 @@ def test_generate_keeps_prompt_major_order_across_actors(group: RolloutGroup, po
     assert batch.answers.tolist() == [10 * g for g in range(5) for _ in range(3)]
     assert batch.complexities.tolist() == [g % 4 + 1 for g in range(5) for _ in range(3)]
     assert batch.prompt_ids == [prompts.prompt_ids[g] for g in batch.group_ids]
-    assert batch.policy_version.tolist() == [0] * 15
+    assert batch.policy_version.tolist() == group.versions()[:1] * 15
     assert [len(lp) for lp in batch.logprobs] == [len(c) for c in batch.completion_ids]
     assert batch.generate_seconds > 0
     greedy = group.generate(prompts, GREEDY)
@@ -85,38 +94,45 @@ def test_more_actors_than_prompts(group: RolloutGroup) -> None:
     assert batch.group_ids.tolist() == [0, 0]
 
 
+@pytest.mark.usefixtures("restore_policy")
 def test_sync_advances_versions_and_generations_follow(group: RolloutGroup, other_policy_dir: str) -> None:
-    group.sync(load_policy(other_policy_dir).state_dict(), version=1)
-    assert group.versions() == [1, 1]
+    version = next(VERSIONS)
+    group.sync(load_policy(other_policy_dir).state_dict(), version=version)
+    assert group.versions() == [version, version]
     prompts = prompt_batch(6, seed=32)
     batch = group.generate(prompts, GREEDY)
-    assert batch.policy_version.tolist() == [1] * 12
+    assert batch.policy_version.tolist() == [version] * 12
     assert batch.completion_ids == [c for c in hf_greedy(other_policy_dir, prompts.prompt_ids, 12) for _ in range(2)]
 
 
+@pytest.mark.usefixtures("restore_policy")
 def test_killed_actor_is_respawned_with_latest_weights(group: RolloutGroup, other_policy_dir: str) -> None:
-    group.sync(load_policy(other_policy_dir).state_dict(), version=7)
+    version = next(VERSIONS)
+    group.sync(load_policy(other_policy_dir).state_dict(), version=version)
     victim = group.actors[1]
     ray.kill(victim)
     prompts = prompt_batch(6, seed=33)
     batch = group.generate(prompts, GREEDY)
     assert group.actors[1] is not victim
     assert batch.group_ids.tolist() == [g for g in range(6) for _ in range(2)]
-    assert batch.policy_version.tolist() == [7] * 12
+    assert batch.policy_version.tolist() == [version] * 12
     assert batch.completion_ids == [c for c in hf_greedy(other_policy_dir, prompts.prompt_ids, 12) for _ in range(2)]
-    assert group.versions() == [7, 7]
+    assert group.versions() == [version, version]
 
 
+@pytest.mark.usefixtures("restore_policy")
 def test_sync_replaces_an_actor_found_dead(group: RolloutGroup, other_policy_dir: str) -> None:
     victim = group.actors[0]
     ray.kill(victim)
-    group.sync(load_policy(other_policy_dir).state_dict(), version=2)
+    version = next(VERSIONS)
+    group.sync(load_policy(other_policy_dir).state_dict(), version=version)
     assert group.actors[0] is not victim
-    assert group.versions() == [2, 2]
+    assert group.versions() == [version, version]
 
 
 def test_actor_dying_on_every_attempt_fails_loudly(policy_dir: str) -> None:
-    dying = RolloutGroup(CFG, policy_dir, seed=0, actor_class=ray.remote(DyingWorker))
+    one_actor = CFG.model_copy(update={"num_actors": 1})
+    dying = RolloutGroup(one_actor, policy_dir, seed=0, actor_class=ray.remote(DyingWorker))
     try:
         with pytest.raises(RolloutError, match=r"died 2 times generating prompts \d+:\d+"):
             dying.generate(prompt_batch(4, seed=34), GREEDY)
@@ -146,16 +162,25 @@ def test_docstring_examples_run_in_order() -> None:
     """The class and method examples of RolloutGroup form one session; run them in source order."""
     finder = doctest.DocTestFinder()
     examples = sorted(
-        (t for t in finder.find(actor_module) if t.name.startswith("rlvr_ray.rollout.actor.RolloutGroup") and t.examples),
+        (
+            t
+            for t in finder.find(actor_module)
+            if t.name.startswith("rlvr_ray.rollout.actor.RolloutGroup") and t.examples
+        ),
         key=lambda t: t.lineno or 0,
     )
     assert [t.name.rsplit(".", 1)[-1] for t in examples] == [
-        "RolloutGroup", "generate", "sync", "versions", "node_ids", "shutdown",
+        "RolloutGroup",
+        "generate",
+        "sync",
+        "versions",
+        "node_ids",
+        "shutdown",
     ]
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     shared: dict = {}
     for test in examples:
         test.globs = {**vars(actor_module), **shared}
-        runner.run(test)
+        runner.run(test, clear_globs=False)
         shared.update(test.globs)
     assert runner.failures == 0

@@ -128,7 +128,9 @@ def test_load_weights_switches_to_the_new_model(policy_dir: str, other_policy_di
     before = [c.token_ids for c in engine.generate(prompts, spec(greedy=True))]
     engine.load_weights(load_policy(other_policy_dir).state_dict())
     after = engine.generate(prompts, spec(n=2, temperature=0.7))
-    assert [c.token_ids for c in engine.generate(prompts, spec(greedy=True))] == hf_greedy(other_policy_dir, prompts, 12)
+    assert [c.token_ids for c in engine.generate(prompts, spec(greedy=True))] == hf_greedy(
+        other_policy_dir, prompts, 12
+    )
     assert [c.token_ids for c in engine.generate(prompts, spec(greedy=True))] != before
     assert max_abs_diff([c.logprobs for c in after], hf_logprobs(other_policy_dir, prompts, after, 0.7)) < 1e-5
 

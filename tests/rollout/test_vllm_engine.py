@@ -61,7 +61,9 @@ def test_prompt_major_order_stop_rule_and_seeds(engine) -> None:
     assert [c.token_ids for c in twins[:2]] != [c.token_ids for c in twins[2:]], "equal prompts need own seeds"
 
 
-def test_load_weights_in_place_then_generations_follow_new_model(engine, policy_dir: str, other_policy_dir: str) -> None:
+def test_load_weights_in_place_then_generations_follow_new_model(
+    engine, policy_dir: str, other_policy_dir: str
+) -> None:
     # 40-token prompts fill a whole 32-token KV block, which vLLM's prefix cache would replay without the reset.
     prompts = mixed_prompts(8, seed=23, min_body=39, max_body=39)
     original = [c.token_ids for c in engine.generate(prompts, spec(greedy=True))]
