@@ -10,6 +10,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,23 @@ def open_tracker(cfg: RunConfig, out: Path, parent_run_id: str | None) -> Tracke
     id_file.write_text(tracker.run_id)
     tracker.log_params(flatten_params(cfg.model_dump(mode="json")))
     return tracker
+
+
+def sft_as_learner_task(cfg: RunConfig) -> Callable[..., Path]:
+    """SFT as a Ray task placed like a learner worker (its GPU and role resource), not on the driver / head pod."""
+    import ray
+
+    from rlvr_ray.sft import train_sft
+
+    options: dict[str, Any] = {"num_cpus": cfg.learner.num_cpus, "num_gpus": 1 if cfg.learner.use_gpu else 0}
+    if cfg.learner.resource:
+        options["resources"] = {cfg.learner.resource: 1}
+    remote_sft = ray.remote(train_sft).options(**options)
+
+    def run(*args: Any) -> Path:
+        return Path(ray.get(remote_sft.remote(*args)))
+
+    return run
 
 
 def baseline_eval(cfg: RunConfig, init_dir: Path, out: Path) -> list[EvalRow]:
@@ -162,7 +180,7 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None, report_to_tun
     tracker = open_tracker(cfg, out, parent_run_id)
     try:
         connect_ray(cfg)  # before JAX starts its threads in this process: Ray forks helpers at start-up
-        init_dir = ensure_warm_start(cfg, tracker).resolve()
+        init_dir = ensure_warm_start(cfg, tracker, train=sft_as_learner_task(cfg)).resolve()
         before = baseline_eval(cfg, init_dir, out)
         fit_learner(cfg, init_dir, tracker, report_to_tune)
         result = finish_run(cfg, out, before, tracker)

@@ -13,6 +13,7 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
 
     from rlvr_ray.task.vocab import Vocab
     from rlvr_ray.tracking import Tracker
+
+
+TrainFn = Callable[[TaskConfig, ModelConfig, SFTConfig, Path, "Tracker | None"], Path]
 
 
 def sft_batch(
@@ -63,8 +67,10 @@ def train_sft(
     from rlvr_ray.task.vocab import Vocab
 
     torch.manual_seed(sft.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     vocab = Vocab(task.p, tuple(task.operators))
     model = build_model(model_cfg, vocab, seed=sft.seed)
+    torch.nn.Module.to(model, device)  # (transformers' typed .to() rejects a torch.device for mypy)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=sft.learning_rate, weight_decay=0.01)
     bar = tqdm(range(sft.steps), desc="sft", file=sys.stderr, mininterval=2.0)
@@ -73,7 +79,7 @@ def train_sft(
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, sft.steps, sft.warmup_steps, sft.learning_rate)
         batch = sft_batch(vocab, task, sft.batch_size, sft.seed * 1_000_003 + step, sft.loss_on_prompt)
-        loss = model(**batch).loss
+        loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -83,14 +89,18 @@ def train_sft(
             if tracker is not None:
                 tracker.log_metrics({"sft/loss": loss.item(), "sft/lr": optimizer.param_groups[0]["lr"]}, step)
     model.eval()
+    torch.nn.Module.to(model, "cpu")
     out = save_policy(model, vocab, out_dir)
     if tracker is not None:
         tracker.log_metrics({"sft/seconds": time.time() - started}, sft.steps)
     return out
 
 
-def ensure_warm_start(cfg: RunConfig, tracker: Tracker | None = None) -> Path:
-    """The policy RL starts from: ``model.init_dir`` if set, else the warm start in ``warm_start_dir`` (made once)."""
+def ensure_warm_start(cfg: RunConfig, tracker: Tracker | None = None, train: TrainFn | None = None) -> Path:
+    """The policy RL starts from: ``model.init_dir`` if set, else the warm start in ``warm_start_dir`` (made once).
+
+    ``train`` runs the SFT (default: :func:`train_sft` in this process; the driver passes a Ray task).
+    """
     if cfg.model.init_dir:
         path = Path(cfg.model.init_dir)
         if not (path / "config.json").is_file():
@@ -101,7 +111,7 @@ def ensure_warm_start(cfg: RunConfig, tracker: Tracker | None = None) -> Path:
         return path
     print(f"[sft] no warm start at {path}: training one ({cfg.sft.steps} steps)", file=sys.stderr)
     tmp = path.with_name(path.name + ".partial")
-    train_sft(cfg.generative_process, cfg.model, cfg.sft, tmp, tracker)
+    (train or train_sft)(cfg.generative_process, cfg.model, cfg.sft, tmp, tracker)
     tmp.rename(path)  # atomic: an interrupted SFT never leaves a half-written warm start behind
     return path
 

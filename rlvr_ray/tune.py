@@ -258,9 +258,9 @@ def make_tuner(ctx: SweepContext, resume: bool) -> Any:
         trainable,
         param_space={key: tune_domain(space) for key, space in sweep.space.items()},
         tune_config=tune.TuneConfig(
-            metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples,
-            max_concurrent_trials=sweep.max_concurrent_trials, scheduler=make_scheduler(ctx.base, sweep),
-            search_alg=BasicVariantGenerator(random_state=sweep.seed),
+            metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples, scheduler=make_scheduler(ctx.base, sweep),
+            # the concurrency limit lives in the searcher (Tune ignores max_concurrent_trials next to a given one)
+            search_alg=BasicVariantGenerator(random_state=sweep.seed, max_concurrent=sweep.max_concurrent_trials),
         ),
         run_config=tune.RunConfig(
             name=TUNE_DIR, storage_path=str(ctx.sweep_dir), failure_config=tune.FailureConfig(max_failures=0), verbose=1,

@@ -78,7 +78,7 @@ def _matched_steps(chain: Chain, completion_ids: Sequence[int], vocab: Vocab) ->
         is_last_segment, is_last_step = i == len(segments) - 1, i == len(chain) - 1
         complete = not is_last_segment or terminated
         ends_right = not is_last_step or is_last_segment  # En must be followed by <eoe>, not by another "="
-        if segment != step or not ends_right:
+        if segment != step or not complete or not ends_right:
             break
         matched += 1
     return matched
