@@ -63,13 +63,13 @@ class TaskConfig(_Section):
 class ModelConfig(_Section):
     """The Llama-style policy built from scratch."""
 
-    hidden_size: int = Field(192, ge=8)
+    hidden_size: int = Field(128, ge=8)
     """Width of the residual stream."""
     num_layers: int = Field(4, ge=1)
     """Number of decoder blocks."""
-    num_heads: int = Field(6, ge=1)
+    num_heads: int = Field(4, ge=1)
     """Attention heads; hidden_size / num_heads must be a head size vLLM supports (32, 64, 128, ...)."""
-    intermediate_size: int = Field(576, ge=8)
+    intermediate_size: int = Field(512, ge=8)
     """Width of the SwiGLU MLP."""
     max_position_embeddings: int = Field(128, ge=16)
     """Longest sequence (prompt + completion) the model is built for."""
@@ -86,7 +86,7 @@ class ModelConfig(_Section):
 class SFTConfig(_Section):
     """Supervised warm start on full equations (the seed's supervised stage)."""
 
-    steps: int = Field(700, ge=0)
+    steps: int = Field(800, ge=0)
     """Optimizer steps; the budget that stops SFT at partial competence so RL has room to improve."""
     batch_size: int = Field(128, ge=1)
     """Equations per step."""

@@ -19,6 +19,7 @@ from rlvr_ray.config import RunConfig
 from rlvr_ray.eval import evaluate, rows_to_metrics
 from rlvr_ray.learner.checkpoint import LoopState, save_checkpoint
 from rlvr_ray.learner.worker import LearnerRank
+from rlvr_ray.sync.push import make_weight_push
 from rlvr_ray.task.prompts import PromptSampler
 from rlvr_ray.task.vocab import Vocab
 from rlvr_ray.types import Completion, PromptBatch, SamplingSpec, ScoredBatch
@@ -53,6 +54,8 @@ class Controller:
     ) -> None:
         self.cfg, self.vocab, self.learner = cfg, vocab, learner
         self.rollout, self.verifier, self.tracker = rollout_group, verifier_pool, tracker
+        self.push_weights = make_weight_push(cfg.sync, rollout_group)
+        self.state_on_cpu = cfg.sync.backend == "object_store"  # NCCL broadcasts straight from the GPU
         t = cfg.training
         self.sampler = PromptSampler(self.vocab, t.complexity_range, t.prompts_per_step, t.seed, t.max_prompt_length)
         self.sampling = SamplingSpec(
@@ -69,7 +72,7 @@ class Controller:
         from ray.experimental.tqdm_ray import tqdm
 
         total = self.cfg.training.total_steps
-        self.rollout.sync(self.learner.policy_state(), state.step)  # engines may hold newer or older weights
+        self.push_weights(self.learner.policy_state(self.state_on_cpu), state.step)  # engines may hold other weights
         bar = tqdm(total=total, desc="rl")
         bar.update(state.step)
         for step in range(state.step, total):
@@ -96,7 +99,7 @@ class Controller:
         self.check_versions(rollouts.policy_version, expected=step)
         scored: ScoredBatch = timer.run("verify", self.verifier.score, rollouts)  # 3. verify
         stats = timer.run("update", self.learner.update, scored)  # 4. advantages + loss, 5. update
-        timer.run("sync", self.rollout.sync, self.learner.policy_state(), step + 1)  # 6. weight sync
+        timer.run("sync", self.push_weights, self.learner.policy_state(self.state_on_cpu), step + 1)  # 6. weight sync
         return {
             **batch_metrics(scored, rollouts.num_generated_tokens, timer.seconds),
             **stats,

@@ -371,17 +371,18 @@ def format_table(rows: list[TrialRow], metric: str, keys: list[str]) -> str:
     body = [
         [r.trial_id, *(format_value(r.params.get(k, "")) for k in keys),
          "-" if r.metric is None or math.isnan(r.metric) else f"{r.metric:.4f}", str(r.evals), r.status,
-         r.error.splitlines()[0][:100] if r.error else ""]
+         r.error.splitlines()[0] if r.error else ""]
         for r in rows
     ]
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in [header, *body]]
-    return "\n".join(lines)
+    lines = [header, *body]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)
 
 
 def best_row(rows: list[TrialRow], mode: str) -> TrialRow | None:
     """The trial with the best last-reported metric among trials that did not fail."""
-    scored = [r for r in rows if r.status != "failed" and r.metric is not None and not math.isnan(r.metric)]
+    scored = [(r.metric, r) for r in rows if r.status != "failed" and r.metric is not None and not math.isnan(r.metric)]
     if not scored:
         return None
-    return max(scored, key=lambda r: r.metric if mode == "max" else -r.metric)  # type: ignore[operator]
+    sign = 1.0 if mode == "max" else -1.0
+    return max(scored, key=lambda pair: sign * pair[0])[1]

@@ -160,7 +160,7 @@ def prepare(args: argparse.Namespace) -> tuple[RunConfig, SweepConfig, Path]:
 
 
 def resolve_sweep_tracking_uri(base: RunConfig, sweep_dir: Path) -> str:
-    """Config value, else ``$MLFLOW_TRACKING_URI``, else a SQLite store in the sweep directory (shared by all trials)."""
+    """Config value, else ``$MLFLOW_TRACKING_URI``, else a SQLite store in the sweep directory (all trials use it)."""
     return base.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{sweep_dir / 'mlflow.db'}"
 
 
@@ -190,7 +190,7 @@ def ensure_experiment(uri: str, name: str, artifacts: Path) -> None:
 
 
 def start_ray(base: RunConfig, sweep: SweepConfig) -> None:
-    """Join the cluster (``ray job submit`` / ``RAY_ADDRESS``), else a local Ray big enough for the concurrent trials."""
+    """Join the cluster (``ray job submit`` / ``RAY_ADDRESS``), else a local Ray sized for the concurrent trials."""
     import ray
 
     if ray.is_initialized():
@@ -240,30 +240,35 @@ def make_scheduler(base: RunConfig, sweep: SweepConfig) -> Any:
         return FIFOScheduler()
     max_t = s.max_t or default_max_t(base, sweep)
     grace = min(s.grace_period, max_t)
-    return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=grace, reduction_factor=s.reduction_factor)
+    return ASHAScheduler(
+        time_attr="training_iteration", max_t=max_t, grace_period=grace, reduction_factor=s.reduction_factor
+    )
 
 
 def make_tuner(ctx: SweepContext, resume: bool) -> Any:
-    """A fresh Tuner, or ``Tuner.restore`` keeping finished trials, continuing unfinished ones (each resumes from its
-    own learner checkpoint) and restarting errored ones (a transient crash gets another chance)."""
+    """A fresh Tuner, or ``Tuner.restore``: finished trials are kept as they are; unfinished and errored trials run
+    again under their own trial id, so each continues from its own learner checkpoint and MLflow run (a transient
+    crash gets another chance; a deterministic one fails again and is reported)."""
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), ctx.placement)
     path = ctx.sweep_dir / TUNE_DIR
     if resume:
-        return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False, restart_errored=True)
+        return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
     sweep = ctx.sweep
     return tune.Tuner(
         trainable,
         param_space={key: tune_domain(space) for key, space in sweep.space.items()},
         tune_config=tune.TuneConfig(
-            metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples, scheduler=make_scheduler(ctx.base, sweep),
+            metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples,
+            scheduler=make_scheduler(ctx.base, sweep),
             # the concurrency limit lives in the searcher (Tune ignores max_concurrent_trials next to a given one)
             search_alg=BasicVariantGenerator(random_state=sweep.seed, max_concurrent=sweep.max_concurrent_trials),
         ),
         run_config=tune.RunConfig(
-            name=TUNE_DIR, storage_path=str(ctx.sweep_dir), failure_config=tune.FailureConfig(max_failures=0), verbose=1,
+            name=TUNE_DIR, storage_path=str(ctx.sweep_dir), verbose=1,
+            failure_config=tune.FailureConfig(max_failures=0),  # a crashed trial is reported; the sweep goes on
         ),
     )
 
@@ -285,7 +290,7 @@ def collect_rows(ctx: SweepContext) -> list[TrialRow]:
     """One row per trial of the sweep's Tune experiment, in trial order."""
     from ray.tune import ExperimentAnalysis
 
-    analysis = ExperimentAnalysis(str(ctx.sweep_dir / TUNE_DIR), default_metric=ctx.sweep.metric, default_mode=ctx.sweep.mode)
+    analysis = ExperimentAnalysis(str(ctx.sweep_dir / TUNE_DIR))
     rows = []
     for trial in sorted(analysis.trials, key=lambda t: t.trial_id):
         last = trial.last_result or {}
@@ -336,7 +341,7 @@ def close_child_runs(rows: list[TrialRow], uri: str) -> None:
 
 
 def write_results(ctx: SweepContext, rows: list[TrialRow], parent: Tracker) -> list[str]:
-    """summary.txt, best_config.yaml and best.json in the sweep directory (and on the parent run); the lines to print."""
+    """summary.txt, best_config.yaml and best.json in the sweep directory and on the parent run; lines to print."""
     table = format_table(rows, ctx.sweep.metric, list(ctx.sweep.space))
     (ctx.sweep_dir / "summary.txt").write_text(table + "\n")
     parent.log_artifact(ctx.sweep_dir / "summary.txt")
@@ -380,7 +385,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     make_tuner(ctx, args.resume).fit()
     rows = collect_rows(ctx)
     close_child_runs(rows, uri)
-    print("\n".join(write_results(ctx, rows, parent)))
+    print("\n\n" + "\n".join(write_results(ctx, rows, parent)))
     print(f"mlflow: {uri} (parent run {parent.run_id})")
     unfinished = [r for r in rows if r.status in ("interrupted", "pending")]
     if unfinished:

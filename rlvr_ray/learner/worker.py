@@ -36,11 +36,12 @@ class LearnerRank:
         assert batch is not None
         return self.learner.update(batch.to(self.device), self.world)
 
-    def policy_state(self) -> dict[str, torch.Tensor]:
-        """HF-named policy weights on CPU (what the engines load)."""
-        return {
-            k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.learner.policy.policy.state_dict().items()
-        }
+    def policy_state(self, on_cpu: bool = True) -> dict[str, torch.Tensor]:
+        """HF-named policy weights (what the engines load): CPU copies, or the live tensors for an NCCL broadcast."""
+        state = self.learner.policy.policy.state_dict()
+        if not on_cpu:
+            return {k: v.detach() for k, v in state.items()}
+        return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
 
 
 def build_learner_rank(cfg: RunConfig, init_dir: str, rank: int, world: int) -> tuple[LearnerRank, LoopState]:

@@ -9,8 +9,10 @@ How a batch is decoded:
   next token at the same cache slot;
 - we build the 4D boolean attention masks ourselves (padding x causal) and pass explicit position ids
   (0 at each prompt's first real token), so the padded rows see exactly what an unpadded single prompt sees;
-- the ``StaticCache`` is preallocated for prompt + ``max_tokens`` slots and written in place; a ``DynamicCache``
-  would re-concatenate the whole cache every step, which costs as much as the forward itself at batch 512;
+- the KV cache (an HF ``Cache`` of our ``_FilledPrefixLayer``) is preallocated for prompt + ``max_tokens`` slots,
+  written in place, and attention reads only the slots filled so far: a ``DynamicCache`` re-concatenates the whole
+  cache every step and a ``StaticCache`` attends over every preallocated slot, each a sizeable share of a step at
+  batch 512;
 - finished rows keep decoding pad tokens (their outputs are ignored) until every row has stopped: shrinking the
   batch would copy the cache, which is not worth it for ~30-token completions.
 
@@ -85,6 +87,7 @@ class TorchEngine:
     def _decode_batch(self, prompts: list[list[int]], spec: SamplingSpec, generator: torch.Generator) -> _Decoded:
         input_ids, prompt_valid = self._left_pad(prompts)
         batch, prompt_len = input_ids.shape
+        self._check_length(prompt_len + spec.max_tokens)
         cache = _prefix_cache(self.model.config.num_hidden_layers, prompt_len + spec.max_tokens)
         key_valid = torch.zeros(batch, prompt_len + spec.max_tokens, dtype=torch.bool, device=self.device)
         key_valid[:, :prompt_len] = prompt_valid
@@ -124,6 +127,13 @@ class TorchEngine:
             logits_to_keep=1,
         )
         return out.logits[:, -1, :].float()
+
+    def _check_length(self, total: int) -> None:
+        limit = self.model.config.max_position_embeddings
+        if total > limit:
+            raise ValueError(
+                f"longest prompt + max_tokens = {total} exceeds the policy's max_position_embeddings {limit}"
+            )
 
     def _left_pad(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids [B, P] left-padded with <pad>, and which of them are real prompt tokens."""

@@ -59,11 +59,11 @@ class VllmEngine:
         from vllm import LLM
         from vllm.platforms import current_platform
 
-        self.on_cpu = current_platform.is_cpu()
+        on_cpu = current_platform.is_cpu()
         # vLLM's CPU worker replaces torch.set_num_threads process-wide; the engine shares our process, so restore it.
         set_num_threads = torch.set_num_threads
         try:
-            self.llm = LLM(model=model_dir, **_engine_args(cfg, seed, self.on_cpu))
+            self.llm = LLM(model=model_dir, **_engine_args(cfg, seed, on_cpu))
         finally:
             torch.set_num_threads = set_num_threads
         self.vocab_size = self.llm.llm_engine.model_config.get_vocab_size()

@@ -149,3 +149,5 @@ def test_bad_requests_fail_loudly(engine: TorchEngine) -> None:
         engine.generate([[VOCAB.boe], []], spec())
     with pytest.raises(ValueError, match="max_tokens"):
         engine.generate([[VOCAB.boe]], spec(max_tokens=0))
+    with pytest.raises(ValueError, match="exceeds the policy's max_position_embeddings 128"):
+        engine.generate([[VOCAB.boe] * 100], spec(max_tokens=29))

@@ -13,6 +13,7 @@ from rollout_testkit import VOCAB, hf_greedy, hf_logprobs, mean_abs_diff, mixed_
 
 from rlvr_ray.config import RolloutConfig
 from rlvr_ray.policy import load_policy
+from rlvr_ray.rollout.engine import make_engine
 from rlvr_ray.types import SamplingSpec
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -29,7 +30,8 @@ def spec(**overrides: object) -> SamplingSpec:
 def engine(policy_dir: str) -> Iterator[object]:
     from rlvr_ray.rollout.vllm_engine import VllmEngine
 
-    vllm_engine = VllmEngine(RolloutConfig(engine="vllm", max_num_seqs=64), policy_dir, seed=0)
+    vllm_engine = make_engine(RolloutConfig(engine="vllm", max_num_seqs=64), policy_dir, seed=0)
+    assert isinstance(vllm_engine, VllmEngine)
     yield vllm_engine
     vllm_engine.close()
 
@@ -42,9 +44,12 @@ def test_logprobs_match_hf_forward(engine, policy_dir: str, temperature: float, 
     assert mean_abs_diff([c.logprobs for c in completions], reference) < 1e-3
 
 
-def test_greedy_equals_hf_generate(engine, policy_dir: str) -> None:
+def test_greedy_equals_hf_generate_with_logprobs_at_spec_temperature(engine, policy_dir: str) -> None:
     prompts = mixed_prompts(16, seed=21)
-    assert [c.token_ids for c in engine.generate(prompts, spec(greedy=True))] == hf_greedy(policy_dir, prompts, 12)
+    completions = engine.generate(prompts, spec(greedy=True, temperature=0.5))
+    assert [c.token_ids for c in completions] == hf_greedy(policy_dir, prompts, 12)
+    reference = hf_logprobs(policy_dir, prompts, completions, 0.5)
+    assert mean_abs_diff([c.logprobs for c in completions], reference) < 1e-3
 
 
 def test_prompt_major_order_stop_rule_and_seeds(engine) -> None:

@@ -10,6 +10,7 @@ import itertools
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,12 +18,13 @@ import ray
 import torch
 from ray import cloudpickle
 
-from rlvr_ray.config import RolloutConfig
-from rlvr_ray.policy import load_policy
+from rlvr_ray.config import ModelConfig, RolloutConfig
+from rlvr_ray.policy import build_model, load_policy, save_policy
 from rlvr_ray.rollout.actor import RolloutActor, RolloutWorker
 from rlvr_ray.rollout.torch_engine import TorchEngine
 from rlvr_ray.sync import object_store
 from rlvr_ray.sync.object_store import WeightSyncError, WeightSyncTimeout, push_weights
+from rlvr_ray.task.vocab import Vocab
 from rlvr_ray.types import SamplingSpec
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -47,6 +49,23 @@ class FaultyWorker(RolloutWorker):
             time.sleep(HANG_S)
         acknowledged = super().update_weights(state, version)
         return acknowledged - 1 if self.fault == "lag" else acknowledged
+
+
+def _policy(out_dir: Path, seed: int) -> str:
+    vocab = Vocab(13, ("+", "-", "*"))
+    model = build_model(ModelConfig(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128), vocab, seed)
+    return str(save_policy(model, vocab, out_dir))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)  # the box is shared: 2 cores for several engineers
+
+
+@pytest.fixture(scope="module")
+def sync_policy_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """(initial policy, the 'trained' policy the learner pushes)."""
+    return _policy(tmp_path_factory.mktemp("sync_a"), 0), _policy(tmp_path_factory.mktemp("sync_b"), 1)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -100,9 +119,14 @@ def test_push_puts_one_contiguous_cpu_copy(
     square = next(name for name, t in state.items() if t.dim() == 2 and t.shape[0] == t.shape[1])
     state[square] = state[square].t().contiguous().t()  # same values, transposed strides
     assert not state[square].is_contiguous()
-    puts = []
+    puts: list[object] = []
     real_put = ray.put
-    monkeypatch.setattr(object_store.ray, "put", lambda value: puts.append(1) or real_put(value))
+
+    def counting_put(value: object) -> Any:
+        puts.append(value)
+        return real_put(value)
+
+    monkeypatch.setattr(object_store.ray, "put", counting_put)
     ref = push_weights(actors, state, next(VERSIONS), deadline_s=120)
     assert len(puts) == 1
     assert ray.get(ref)[square].is_contiguous()
