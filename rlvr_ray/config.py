@@ -86,8 +86,14 @@ class ModelConfig(_Section):
 class SFTConfig(_Section):
     """Supervised warm start on full equations (the seed's supervised stage)."""
 
-    steps: int = Field(800, ge=0)
-    """Optimizer steps; the budget that stops SFT at partial competence so RL has room to improve."""
+    steps: int = Field(1000, ge=0)
+    """Most optimizer steps (the compute budget)."""
+    target_accuracy: float | None = Field(0.5, gt=0, le=1)
+    """Stop once greedy accuracy on a small probe set (mean over the task's complexities) reaches this: SFT on this
+    task learns in a sharp jump, so a step budget alone lands either before it or at ~100%; this stops inside it,
+    at partial competence, leaving RL room to improve. None: always run ``steps``."""
+    eval_every: int = Field(50, ge=1)
+    """Steps between probe evaluations (when target_accuracy is set)."""
     batch_size: int = Field(128, ge=1)
     """Equations per step."""
     learning_rate: float = Field(3e-3, gt=0)

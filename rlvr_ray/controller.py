@@ -8,6 +8,7 @@ collective calls (the batch broadcast inside ``update`` and the Ray Train report
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -95,7 +96,8 @@ class Controller:
         """One RL step; returns its metrics."""
         timer = Timer()
         prompts: PromptBatch = timer.run("sample", self.sampler.sample, step)  # 1. prompt
-        rollouts = timer.run("rollout", self.rollout.generate, prompts, self.sampling)  # 2. rollout
+        sampling = dataclasses.replace(self.sampling, seed=self.sampling.seed * 1_000_003 + step)  # fresh per step
+        rollouts = timer.run("rollout", self.rollout.generate, prompts, sampling)  # 2. rollout
         self.check_versions(rollouts.policy_version, expected=step)
         scored: ScoredBatch = timer.run("verify", self.verifier.score, rollouts)  # 3. verify
         stats = timer.run("update", self.learner.update, scored)  # 4. advantages + loss, 5. update

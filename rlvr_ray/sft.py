@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -21,11 +22,13 @@ from rlvr_ray.config import ConfigError, ModelConfig, RunConfig, SFTConfig, Task
 
 if TYPE_CHECKING:
     import torch
+    from transformers import LlamaForCausalLM
 
     from rlvr_ray.task.vocab import Vocab
     from rlvr_ray.tracking import Tracker
 
 
+PROBE_N, PROBE_SEED = 64, 777  # the SFT probe set: small, and disjoint from the held-out eval seed stream
 TrainFn = Callable[[TaskConfig, ModelConfig, SFTConfig, Path, "Tracker | None"], Path]
 
 
@@ -59,7 +62,8 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
 def train_sft(
     task: TaskConfig, model_cfg: ModelConfig, sft: SFTConfig, out_dir: str | Path, tracker: Tracker | None = None
 ) -> Path:
-    """Train a fresh policy for ``sft.steps`` steps and save it as an HF directory at ``out_dir``."""
+    """Train a fresh policy for at most ``sft.steps`` steps, stopping early once its greedy accuracy on a probe set
+    reaches ``sft.target_accuracy``; save it as an HF directory at ``out_dir``."""
     import torch
     from tqdm import tqdm
 
@@ -71,29 +75,52 @@ def train_sft(
     vocab = Vocab(task.p, tuple(task.operators))
     model = build_model(model_cfg, vocab, seed=sft.seed)
     torch.nn.Module.to(model, device)  # (transformers' typed .to() rejects a torch.device for mypy)
-    model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=sft.learning_rate, weight_decay=0.01)
     bar = tqdm(range(sft.steps), desc="sft", file=sys.stderr, mininterval=2.0)
-    started = time.time()
+    started, metrics = time.time(), {}
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, sft.steps, sft.warmup_steps, sft.learning_rate)
         batch = sft_batch(vocab, task, sft.batch_size, sft.seed * 1_000_003 + step, sft.loss_on_prompt)
+        model.train()
         loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        if step % sft.log_every == 0 or step == sft.steps - 1:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+        metrics = {"sft/loss": loss.item(), "sft/lr": optimizer.param_groups[0]["lr"]}
+        if sft.target_accuracy is not None and (step + 1) % sft.eval_every == 0:
+            metrics["sft/probe_accuracy"] = probe_accuracy(model, vocab, task, Path(out_dir).with_suffix(".probe"))
+        if step % sft.log_every == 0 or "sft/probe_accuracy" in metrics:
+            bar.set_postfix({k.split("/")[1]: f"{v:.3f}" for k, v in metrics.items() if k != "sft/lr"})
             if tracker is not None:
-                tracker.log_metrics({"sft/loss": loss.item(), "sft/lr": optimizer.param_groups[0]["lr"]}, step)
+                tracker.log_metrics(metrics, step)
+        if metrics.get("sft/probe_accuracy", -1.0) >= (sft.target_accuracy or 2.0):
+            break  # partial competence reached: leave the rest for RL
     model.eval()
     torch.nn.Module.to(model, "cpu")
+    shutil.rmtree(Path(out_dir).with_suffix(".probe"), ignore_errors=True)
     out = save_policy(model, vocab, out_dir)
     if tracker is not None:
-        tracker.log_metrics({"sft/seconds": time.time() - started}, sft.steps)
+        tracker.log_metrics({"sft/seconds": time.time() - started, "sft/steps": step + 1}, step + 1)
     return out
+
+
+def probe_accuracy(model: LlamaForCausalLM, vocab: Vocab, task: TaskConfig, probe_dir: Path) -> float:
+    """Mean greedy exact-answer accuracy over the task's complexities on a small probe set (not the eval set)."""
+    import torch
+
+    from rlvr_ray.eval import evaluate
+    from rlvr_ray.policy import save_policy
+    from rlvr_ray.rollout.torch_engine import TorchEngine
+
+    device = next(model.parameters()).device
+    torch.nn.Module.to(model, "cpu")
+    save_policy(model, vocab, probe_dir)
+    torch.nn.Module.to(model, device)
+    low, high = task.complexity_range
+    rows = evaluate(TorchEngine(str(probe_dir)).generate, vocab, range(low, high + 1), PROBE_N, PROBE_SEED, 64)
+    return sum(r.accuracy for r in rows) / len(rows)
 
 
 def ensure_warm_start(cfg: RunConfig, tracker: Tracker | None = None, train: TrainFn | None = None) -> Path:

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,10 +198,11 @@ def start_ray(base: RunConfig, sweep: SweepConfig) -> None:
         return
     env = {"env_vars": {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}}
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=env)
+        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=env, log_to_driver=True)
         return
     cpus, custom = local_resources(base, sweep)
-    ray.init(num_cpus=cpus, resources=custom or None, include_dashboard=False, runtime_env=env)
+    # The dashboard serves Ray's state API (Ray Train's placement-group cleaner polls it); loopback only.
+    ray.init(num_cpus=cpus, resources=custom or None, dashboard_host="127.0.0.1", runtime_env=env)
 
 
 def local_resources(base: RunConfig, sweep: SweepConfig) -> tuple[int, dict[str, float]]:
@@ -213,6 +215,63 @@ def local_resources(base: RunConfig, sweep: SweepConfig) -> tuple[int, dict[str,
         for name, units in custom_resources(cfg).items():
             custom[name] = max(custom.get(name, 0), units * n)
     return max(math.ceil(need) + 1, os.cpu_count() or 1), custom
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Placement groups left behind by stopped trials
+
+
+def release_orphaned_placement_groups() -> int:
+    """Remove this job's placement groups whose creator actor is dead; returns how many.
+
+    Ray Train reserves each learner's placement group from its controller actor. When ASHA stops a trial, Tune ends
+    the trial process and with it the controller, but a placement group lives as long as the job. Train's own
+    cleaner removes it only when Ray's state API answers (it does not when the dashboard is off, or when several
+    local Ray instances run on one machine); otherwise every early-stopped trial would keep its learner's CPUs/GPUs
+    until the sweep ends. Uses Ray's GCS records (ray is pinned).
+    """
+    import ray
+    from ray._private.state import state
+    from ray._raylet import PlacementGroupID
+    from ray.core.generated import gcs_pb2
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    job = ray.get_runtime_context().get_job_id()
+    removed = 0
+    for pg_hex, info in ray.util.placement_group_table().items():
+        if info.get("state") == "REMOVED":
+            continue
+        pg_id = PlacementGroupID.from_hex(pg_hex)
+        accessor: Any = state._global_state_accessor
+        table_data: Any = gcs_pb2.PlacementGroupTableData  # type: ignore[attr-defined]  # generated protobuf
+        data = table_data.FromString(accessor.get_placement_group_info(pg_id))
+        made_by_actor = data.creator_actor_id and set(data.creator_actor_id) != {0xFF}
+        if made_by_actor and data.creator_actor_dead and not data.is_detached and data.creator_job_id.hex() == job:
+            remove_placement_group(PlacementGroup(pg_id))
+            removed += 1
+    return removed
+
+
+def orphan_release_callback(every_s: float = 5.0) -> Any:
+    """A Tune callback running :func:`release_orphaned_placement_groups` every ``every_s`` seconds of the sweep."""
+    from ray.tune import Callback
+
+    class ReleaseOrphanedPlacementGroups(Callback):
+        def __init__(self) -> None:
+            self.last = 0.0
+            self.enabled = True
+
+        def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+            if not self.enabled or time.monotonic() - self.last < every_s:
+                return
+            self.last = time.monotonic()
+            try:
+                release_orphaned_placement_groups()
+            except Exception as err:  # Ray internals moved: stopped trials then hold resources until the end
+                print(f"[tune] warning: cannot release stopped trials' placement groups ({err!r})", file=sys.stderr)
+                self.enabled = False
+
+    return ReleaseOrphanedPlacementGroups()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -267,7 +326,7 @@ def make_tuner(ctx: SweepContext, resume: bool) -> Any:
             search_alg=BasicVariantGenerator(random_state=sweep.seed, max_concurrent=sweep.max_concurrent_trials),
         ),
         run_config=tune.RunConfig(
-            name=TUNE_DIR, storage_path=str(ctx.sweep_dir), verbose=1,
+            name=TUNE_DIR, storage_path=str(ctx.sweep_dir), verbose=1, callbacks=[orphan_release_callback()],
             failure_config=tune.FailureConfig(max_failures=0),  # a crashed trial is reported; the sweep goes on
         ),
     )
@@ -377,10 +436,10 @@ def run_sweep(args: argparse.Namespace) -> int:
     (sweep_dir / "sweep.yaml").write_text(yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False))
     (sweep_dir / "base_config.yaml").write_text(dump_config(base))
     uri = resolve_sweep_tracking_uri(base, sweep_dir)
+    start_ray(base, sweep)  # first: Ray forks helpers at start-up, before anything starts JAX threads here
     parent = open_parent_run(base, sweep, sweep_dir, uri)
     ctx = SweepContext(base, sweep, sweep_dir, uri, parent.run_id)
-    make_shared_warm_start(ctx)
-    start_ray(base, sweep)
+    make_shared_warm_start(ctx, parent)
     print(f"[tune] sweep {sweep.name}: {sweep_dir} (MLflow {uri}, parent run {parent.run_id})", flush=True)
     make_tuner(ctx, args.resume).fit()
     rows = collect_rows(ctx)
@@ -396,14 +455,16 @@ def run_sweep(args: argparse.Namespace) -> int:
     return 0 if any(r.status != "failed" for r in rows) else 1
 
 
-def make_shared_warm_start(ctx: SweepContext) -> None:
-    """Make the warm start the trials share once, here, so concurrent trials never race to train it."""
+def make_shared_warm_start(ctx: SweepContext, parent: Tracker) -> None:
+    """Make the warm start the trials share once, before any trial starts, so concurrent trials never race to train
+    it (a Ray task placed like a learner worker, as in a single run; its SFT metrics go to the parent run)."""
+    from rlvr_ray.run import sft_as_learner_task
     from rlvr_ray.sft import ensure_warm_start
 
     cfg = ctx.trial_config({}, "_shared")
     if cfg.warm_start_dir.startswith(str(ctx.trial_dir("_shared"))):
         return  # the space changes model/SFT settings: each trial makes its own
-    ensure_warm_start(cfg)
+    ensure_warm_start(cfg, parent, train=sft_as_learner_task(cfg))
 
 
 def main(argv: list[str] | None = None) -> int:

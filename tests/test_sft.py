@@ -56,3 +56,41 @@ def test_ensure_warm_start_makes_once_then_reuses(tmp_path: Path) -> None:
     stamp = (first / "model.safetensors").stat().st_mtime_ns
     assert ensure_warm_start(cfg) == first and (first / "model.safetensors").stat().st_mtime_ns == stamp
     assert not list(tmp_path.glob("*.partial"))
+
+
+class RecordingTracker:
+    """Collects what train_sft logs (the tracker interface it uses is just log_metrics)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, dict[str, float]]] = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.rows.append((step, dict(metrics)))
+
+
+def test_sft_stops_once_the_probe_reaches_the_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stop rule: probe every eval_every steps, stop at the first probe >= target (probe values scripted)."""
+    import rlvr_ray.sft as sft_module
+
+    scripted = iter([0.1, 0.3, 0.6, 0.9])
+    monkeypatch.setattr(sft_module, "probe_accuracy", lambda *args: next(scripted))
+    tracker = RecordingTracker()
+    sft = SFTConfig(steps=40, batch_size=4, warmup_steps=1, target_accuracy=0.5, eval_every=4)
+    train_sft(TaskConfig(complexity_range=(1, 1)), TINY, sft, tmp_path / "ws", tracker)  # type: ignore[arg-type]
+    assert tracker.rows[-1][1]["sft/steps"] == 12
+    assert [m["sft/probe_accuracy"] for _, m in tracker.rows if "sft/probe_accuracy" in m] == [0.1, 0.3, 0.6]
+
+
+def test_probe_accuracy_is_a_real_greedy_eval(tmp_path: Path) -> None:
+    from rlvr_ray.sft import probe_accuracy
+
+    value = probe_accuracy(build_model(TINY, VOCAB, seed=0), VOCAB, TaskConfig(complexity_range=(1, 2)), tmp_path / "p")
+    assert 0.0 <= value <= 1.0 and (tmp_path / "p" / "model.safetensors").is_file()
+
+
+def test_without_target_sft_runs_its_full_budget(tmp_path: Path) -> None:
+    tracker = RecordingTracker()
+    sft = SFTConfig(steps=6, batch_size=4, warmup_steps=1, target_accuracy=None, eval_every=2)
+    train_sft(TaskConfig(complexity_range=(1, 1)), TINY, sft, tmp_path / "ws", tracker)  # type: ignore[arg-type]
+    assert tracker.rows[-1][1]["sft/steps"] == 6
+    assert not any("sft/probe_accuracy" in m for _, m in tracker.rows)

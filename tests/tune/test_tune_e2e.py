@@ -77,12 +77,12 @@ def test_asha_sweep_stops_a_bad_trial_early_and_reports_every_trial(
     from rlvr_ray import tune
 
     # lr 0.5 wrecks the policy on its first update (held-out format rate 1 -> 0); lr 1e-8 leaves it as it is.
-    # Grid order: (1e-8, s1), (0.5, s1), (1e-8, s2), (0.5, s2), two at a time. When the last trial reaches the first
-    # ASHA rung, trial 1 has recorded 1.0 there, so the rung's cutoff is above its 0.0 and ASHA stops it.
+    # Grid order (first key fastest): (s1, 1e-8), (s2, 1e-8), (s1, 0.5), (s2, 0.5), two at a time. The lr 0.5 trials
+    # start once a good trial has finished, so the first ASHA rung holds 1.0 and stops them at their first report.
     sweep = write_sweep(
         tmp_path / "tiny.yaml", name="tiny", metric="eval/boxed_k1", mode="max", max_concurrent_trials=2,
         scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2}, trial_resources=RESOURCES,
-        overrides=TINY, space={"training.learning_rate": {"grid": [1.0e-8, 0.5]}, "training.seed": {"grid": [1, 2]}},
+        overrides=TINY, space={"training.seed": {"grid": [1, 2]}, "training.learning_rate": {"grid": [1.0e-8, 0.5]}},
     )
     sweep_dir = tmp_path / "sweep"
     started = time.monotonic()
@@ -97,15 +97,14 @@ def test_asha_sweep_stops_a_bad_trial_early_and_reports_every_trial(
     assert rc == 0, out[-3000:]
 
     table = (sweep_dir / "summary.txt").read_text().splitlines()
-    assert table[0].split() == ["trial", "training.learning_rate", "training.seed", "eval/boxed_k1", "evals", "status",
+    assert table[0].split() == ["trial", "training.seed", "training.learning_rate", "eval/boxed_k1", "evals", "status",
                                 "error"]
     rows = [line.split() for line in table[1:]]
     assert len(rows) == 4 and all(line in out for line in table)
-    by_lr = {lr: [r for r in rows if r[1] == lr] for lr in ("1e-08", "0.5")}
-    assert all(r[3] == "1.0000" and r[4] == "4" and r[5] == "finished" for r in by_lr["1e-08"]), table
-    assert all(r[3] == "0.0000" for r in by_lr["0.5"]), table
-    stopped = [r for r in rows if r[5:] == ["stopped", "early"]]
-    assert stopped and all(int(r[4]) < 4 for r in stopped), table
+    good, bad = [r for r in rows if r[2] == "1e-08"], [r for r in rows if r[2] == "0.5"]
+    assert len(good) == 2 and all(r[3:] == ["1.0000", "4", "finished"] for r in good), table
+    assert len(bad) == 2 and all(r[3:] == ["0.0000", "1", "stopped", "early"] for r in bad), table  # 1 of 4 evals
+    stopped = bad
 
     best = json.loads((sweep_dir / "best.json").read_text())
     assert best["params"]["training.learning_rate"] == 1e-8 and best["value"] == 1.0
