@@ -119,7 +119,7 @@ class TrainingConfig(_Section):
     """Prompts per epoch."""
     max_batches_per_epoch: int | None = Field(None, ge=1)
     """Cap on RL steps per epoch (None: samples_per_epoch / prompts per step)."""
-    ppo_steps: int | None = Field(150, ge=1)
+    ppo_steps: int | None = Field(300, ge=1)
     """Cap on the total number of RL steps (None: num_epochs x steps per epoch)."""
     max_prompt_length: int = Field(32, ge=4)
     """Longest prompt in tokens; longer prompts are an error, not silently cut."""
@@ -127,13 +127,13 @@ class TrainingConfig(_Section):
     """Most tokens generated per completion."""
     complexity_range: tuple[int, int] = (1, 4)
     """[min, max] operators per RL training prompt."""
-    learning_rate: float = Field(1e-4, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
     """AdamW learning rate of the policy (and value head)."""
-    batch_size: int = Field(512, ge=1)
+    batch_size: int = Field(256, ge=1)
     """Completions per RL step (prompts per step x group_size)."""
     group_size: int = Field(8, ge=1)
     """Samples per prompt (n); GRPO-family advantages normalise within a group."""
-    mini_batch_size: int = Field(256, ge=1)
+    mini_batch_size: int = Field(128, ge=1)
     """Completions per optimizer step."""
     gradient_accumulation_steps: int = Field(1, ge=1)
     """Micro-batches each mini-batch is split into (per learner worker)."""
@@ -171,7 +171,7 @@ class TrainingConfig(_Section):
     """Sampling temperature of rollouts; logprobs are of the temperature-scaled policy."""
     top_p: float = Field(1.0, gt=0, le=1)
     """Nucleus sampling threshold of rollouts."""
-    reward_type: Literal["boxed", "correct", "combined", "step"] = "combined"
+    reward_type: Literal["boxed", "correct", "combined", "step"] = "step"
     """Which reward trains the policy: format only, exact answer, the seed's weighted mix, or step-level."""
     boxed_weight: float = Field(0.3, ge=0)
     """Weight of the format (boxed) reward in combined."""
@@ -179,7 +179,7 @@ class TrainingConfig(_Section):
     """Weight of the exact-answer reward in combined."""
     log_every: int = Field(1, ge=1)
     """Steps between metric logs."""
-    eval_every: int = Field(25, ge=1)
+    eval_every: int = Field(50, ge=1)
     """Steps between held-out evaluations (also the Tune report cadence)."""
     checkpoint_every: int = Field(50, ge=1)
     """Steps between checkpoints (HF directory + optimizer + loop state)."""
@@ -297,7 +297,7 @@ class EvalConfig(_Section):
     """Problems per complexity."""
     seed: int = 12345
     """Seed of the held-out set (disjoint stream from training seeds)."""
-    batch_size: int = Field(512, ge=1)
+    batch_size: int = Field(256, ge=1)
     """Greedy decoding batch."""
 
 

@@ -44,9 +44,14 @@ class Space(_Strict):
     loguniform: tuple[float, float] | None = None
     """[low, high] with 0 < low: log-uniform floats."""
 
+    def given(self) -> dict[str, Any]:
+        """The set kinds and their values (exactly one once validated)."""
+        kinds = {"choice": self.choice, "grid": self.grid, "uniform": self.uniform, "loguniform": self.loguniform}
+        return {kind: value for kind, value in kinds.items() if value is not None}
+
     @model_validator(mode="after")
     def _one_kind(self) -> Space:
-        given = [k for k in SPACE_KINDS if getattr(self, k) is not None]
+        given = list(self.given())
         if len(given) != 1:
             raise ValueError(f"give exactly one of {', '.join(SPACE_KINDS)} (got {', '.join(given) or 'none'})")
         if self.uniform is not None and self.uniform[0] >= self.uniform[1]:
@@ -57,11 +62,11 @@ class Space(_Strict):
 
     @property
     def kind(self) -> str:
-        return next(k for k in SPACE_KINDS if getattr(self, k) is not None)
+        return next(iter(self.given()))
 
     @property
     def value(self) -> Any:
-        return getattr(self, self.kind)
+        return next(iter(self.given().values()))
 
     def probe_values(self) -> list[Any]:
         """Values every one of which must make a valid config: each listed value, else both ends and the middle."""

@@ -313,7 +313,7 @@ def make_tuner(ctx: SweepContext, resume: bool) -> Any:
 
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), ctx.placement)
     path = ctx.sweep_dir / TUNE_DIR
-    if resume:
+    if resume and tune.Tuner.can_restore(str(path)):  # (interrupted before Tune saved anything: start afresh)
         return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
     sweep = ctx.sweep
     return tune.Tuner(

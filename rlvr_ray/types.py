@@ -55,8 +55,9 @@ class Completion:
 
 @dataclass
 class RolloutBatch:
-    """N = B * n completions in prompt-major order (group g = prompts[g], samples g*n .. g*n+n-1).
+    """N = B * n completions in prompt-major order: completions g*n .. g*n+n-1 answer prompt g (group_ids == g).
 
+    prompt_ids, completion_ids, logprobs: one entry per completion (the prompt repeated for each of its n samples).
     policy_version: [N] the weight version that generated each completion.
     """
 
