@@ -221,8 +221,8 @@ def local_resources(base: RunConfig, sweep: SweepConfig) -> tuple[int, dict[str,
 # Placement groups left behind by stopped trials
 
 
-def release_orphaned_placement_groups() -> int:
-    """Remove this job's placement groups whose creator actor is dead; returns how many.
+def release_orphaned_placement_groups() -> tuple[int, int]:
+    """Remove this job's placement groups whose creator actor is dead; returns (removed, still held by live actors).
 
     Ray Train reserves each learner's placement group from its controller actor. When ASHA stops a trial, Tune ends
     the trial process and with it the controller, but a placement group lives as long as the job. Train's own
@@ -237,19 +237,33 @@ def release_orphaned_placement_groups() -> int:
     from ray.util.placement_group import PlacementGroup, remove_placement_group
 
     job = ray.get_runtime_context().get_job_id()
-    removed = 0
+    accessor: Any = state._global_state_accessor
+    table_data: Any = gcs_pb2.PlacementGroupTableData  # type: ignore[attr-defined]  # generated protobuf
+    removed = live = 0
     for pg_hex, info in ray.util.placement_group_table().items():
         if info.get("state") == "REMOVED":
             continue
         pg_id = PlacementGroupID.from_hex(pg_hex)
-        accessor: Any = state._global_state_accessor
-        table_data: Any = gcs_pb2.PlacementGroupTableData  # type: ignore[attr-defined]  # generated protobuf
         data = table_data.FromString(accessor.get_placement_group_info(pg_id))
         made_by_actor = data.creator_actor_id and set(data.creator_actor_id) != {0xFF}
-        if made_by_actor and data.creator_actor_dead and not data.is_detached and data.creator_job_id.hex() == job:
+        if not made_by_actor or data.is_detached or data.creator_job_id.hex() != job:
+            continue
+        if data.creator_actor_dead:
             remove_placement_group(PlacementGroup(pg_id))
             removed += 1
-    return removed
+        else:
+            live += 1
+    return removed, live
+
+
+def release_after_sweep(timeout_s: float = 60.0) -> None:
+    """Once Tune is done, the last stopped trials' controllers may still be dying: release their groups too."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        while release_orphaned_placement_groups()[1] and time.monotonic() < deadline:
+            time.sleep(1.0)
+    except Exception as err:  # Ray internals moved: the groups go when the job ends
+        print(f"[tune] warning: cannot release stopped trials' placement groups ({err!r})", file=sys.stderr)
 
 
 def orphan_release_callback(every_s: float = 5.0) -> Any:
@@ -383,7 +397,8 @@ def policy_dir(trial_dir: Path) -> Path | None:
 
 
 def close_child_runs(rows: list[TrialRow], uri: str) -> None:
-    """Tag each trial's MLflow run with its sweep status; runs a stopped or killed trial left RUNNING are closed."""
+    """Tag each trial's MLflow run with its sweep status and make its MLflow status agree: a trial Tune stopped or
+    interrupted ends KILLED (its process may have been torn down mid-step, RUNNING, or have caught that as FAILED)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
@@ -395,7 +410,7 @@ def close_child_runs(rows: list[TrialRow], uri: str) -> None:
         run_id = id_file.read_text().strip()
         client.set_tag(run_id, "sweep.status", row.status)
         client.set_tag(run_id, "sweep.trial_id", row.trial_id)
-        if row.status in ended and client.get_run(run_id).info.status == "RUNNING":
+        if row.status in ended and client.get_run(run_id).info.status not in (ended[row.status], "FINISHED"):
             client.set_terminated(run_id, status=ended[row.status])
 
 
@@ -442,6 +457,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     make_shared_warm_start(ctx, parent)
     print(f"[tune] sweep {sweep.name}: {sweep_dir} (MLflow {uri}, parent run {parent.run_id})", flush=True)
     make_tuner(ctx, args.resume).fit()
+    release_after_sweep()
     rows = collect_rows(ctx)
     close_child_runs(rows, uri)
     print("\n\n" + "\n".join(write_results(ctx, rows, parent)))
