@@ -14,10 +14,11 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-# A run in which RL visibly helps within a few steps: a short warm start that often misses the answer format,
-# rewarded on format + answer for k=1 problems.
+# A run in which RL visibly helps within a few steps: a very short warm start that often misses the answer format
+# (`= operand <eoe>`), rewarded on that format for k=1 problems.
 LEARNS = [
-    "sft.steps=40",
+    "sft.steps=15",
+    "training.reward_type=boxed",
     "training.ppo_steps=12",
     "training.eval_every=4",
     "training.checkpoint_every=4",
@@ -83,7 +84,7 @@ def test_torch_engine_run_learns_and_syncs(tmp_path: Path) -> None:
     proc = run_main(tmp_path, *LEARNS)
     check_run_outputs(tmp_path, 12)
     assert "before -> after" in proc.stdout and str(tmp_path / "run" / "final_policy") in proc.stdout
-    rewards = [v for _, v in history(tmp_path, "reward/mean")]
+    rewards = [v for _, v in history(tmp_path, "reward/boxed_mean")]
     assert np.mean(rewards[-3:]) > np.mean(rewards[:3]) + 0.05, rewards
     assert len(history(tmp_path, "eval/accuracy")) == 3
 
