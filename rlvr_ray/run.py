@@ -61,6 +61,11 @@ def local_ray_resources(cfg: RunConfig) -> tuple[int, dict[str, float]]:
 
 def connect_ray(cfg: RunConfig) -> None:
     """Join the cluster this process runs in (``ray job submit`` / ``RAY_ADDRESS``), else start a local Ray."""
+    init_ray(*local_ray_resources(cfg))
+
+
+def init_ray(local_cpus: int, local_resources: dict[str, float]) -> None:
+    """Join ``$RAY_ADDRESS`` if set, else start a local Ray with these logical CPUs and role resources."""
     import ray
 
     if ray.is_initialized():
@@ -69,9 +74,8 @@ def connect_ray(cfg: RunConfig) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=env, log_to_driver=True)
         return
-    cpus, custom = local_ray_resources(cfg)
     # The dashboard serves Ray's state API (Ray Train polls it); bound to loopback, never a public address.
-    ray.init(num_cpus=cpus, resources=custom or None, dashboard_host="127.0.0.1", runtime_env=env)
+    ray.init(num_cpus=local_cpus, resources=local_resources or None, dashboard_host="127.0.0.1", runtime_env=env)
 
 
 def open_tracker(cfg: RunConfig, out: Path, parent_run_id: str | None) -> Tracker:

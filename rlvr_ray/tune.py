@@ -192,17 +192,9 @@ def ensure_experiment(uri: str, name: str, artifacts: Path) -> None:
 
 def start_ray(base: RunConfig, sweep: SweepConfig) -> None:
     """Join the cluster (``ray job submit`` / ``RAY_ADDRESS``), else a local Ray sized for the concurrent trials."""
-    import ray
+    from rlvr_ray.run import init_ray
 
-    if ray.is_initialized():
-        return
-    env = {"env_vars": {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}}
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=env, log_to_driver=True)
-        return
-    cpus, custom = local_resources(base, sweep)
-    # The dashboard serves Ray's state API (Ray Train's placement-group cleaner polls it); loopback only.
-    ray.init(num_cpus=cpus, resources=custom or None, dashboard_host="127.0.0.1", runtime_env=env)
+    init_ray(*local_resources(base, sweep))
 
 
 def local_resources(base: RunConfig, sweep: SweepConfig) -> tuple[int, dict[str, float]]:

@@ -103,8 +103,11 @@ def test_asha_sweep_stops_a_bad_trial_early_and_reports_every_trial(
     assert len(rows) == 4 and all(line in out for line in table)
     good, bad = [r for r in rows if r[2] == "1e-08"], [r for r in rows if r[2] == "0.5"]
     assert len(good) == 2 and all(r[3:] == ["1.0000", "4", "finished"] for r in good), table
-    assert len(bad) == 2 and all(r[3:] == ["0.0000", "1", "stopped", "early"] for r in bad), table  # 1 of 4 evals
-    stopped = bad
+    # ASHA compares a trial with what already reached its rung: a bad trial that reports first cannot be cut, so
+    # which bad trials stop depends on timing; at least one must, after 1 of its 4 evaluations.
+    assert len(bad) == 2 and all(r[3] == "0.0000" for r in bad), table
+    stopped = [r for r in bad if r[4:] == ["1", "stopped", "early"]]
+    assert stopped and all(r[4:] in (["1", "stopped", "early"], ["4", "finished"]) for r in bad), table
 
     best = json.loads((sweep_dir / "best.json").read_text())
     assert best["params"]["training.learning_rate"] == 1e-8 and best["value"] == 1.0
