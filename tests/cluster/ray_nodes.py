@@ -166,3 +166,9 @@ def submit_job(
         text=True,
         timeout=timeout,
     )
+
+
+def main_entrypoint(run_root: Path, *overrides: str) -> list[str]:
+    """`python -m rlvr_ray.main` on the test config, writing under ``run_root`` (run/ and warm_start/)."""
+    return [sys.executable, "-m", "rlvr_ray.main", "--config-name", "train_rlvr_test", *overrides,
+            f"output_dir={run_root / 'run'}", f"warm_start_dir={run_root / 'warm_start'}"]

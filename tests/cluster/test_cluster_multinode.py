@@ -9,13 +9,12 @@ the processes of that temp dir (never `ray stop`, which would stop other Ray ins
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ray_nodes import start_head, start_worker, stop_nodes, submit_job
+from ray_nodes import main_entrypoint, start_head, start_worker, stop_nodes, submit_job
 
 pytestmark = pytest.mark.slow
 
@@ -63,16 +62,7 @@ def test_roles_land_on_the_nodes_their_resources_name(
 ) -> None:
     cluster = two_node_cluster
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    entrypoint = [
-        sys.executable,
-        "-m",
-        "rlvr_ray.main",
-        "--config-name",
-        "train_rlvr_test",
-        *ROLE_OVERRIDES,
-        f"output_dir={tmp_path / 'run'}",
-        f"warm_start_dir={tmp_path / 'warm_start'}",
-    ]
+    entrypoint = main_entrypoint(tmp_path, *ROLE_OVERRIDES)
     job = submit_job(cluster["dashboard"], entrypoint, timeout=1100)
     assert job.returncode == 0 and "succeeded" in job.stdout, f"job failed:\n{job.stdout[-6000:]}\n{job.stderr[-3000:]}"
     assert (tmp_path / "run" / "final_policy").is_dir()

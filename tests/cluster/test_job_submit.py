@@ -4,12 +4,11 @@ head started on 127.0.0.1 (`ray start --head`), as a user would on a cluster; th
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
-from ray_nodes import start_head, stop_nodes, submit_job
+from ray_nodes import main_entrypoint, start_head, stop_nodes, submit_job
 
 pytestmark = pytest.mark.slow
 
@@ -19,15 +18,7 @@ def test_job_submit_runs_the_test_config(tmp_path: Path) -> None:
     temp_dir = tempfile.mkdtemp(prefix="rlvr-js-", dir="/tmp")
     try:
         dashboard, _ = start_head(temp_dir, {}, num_cpus=4)
-        entrypoint = [
-            sys.executable,
-            "-m",
-            "rlvr_ray.main",
-            "--config-name",
-            "train_rlvr_test",
-            f"output_dir={tmp_path / 'run'}",
-            f"warm_start_dir={tmp_path / 'warm_start'}",
-        ]
+        entrypoint = main_entrypoint(tmp_path)
         job = submit_job(dashboard, entrypoint, timeout=1100, working_dir=True)
     finally:
         stop_nodes(temp_dir)
