@@ -185,6 +185,13 @@ class TrainingConfig(_Section):
     """Steps between checkpoints (HF directory + optimizer + loop state)."""
     seed: int = 42
     """Seed of prompts, sampling and initialisation."""
+    max_staleness: int = Field(0, ge=0)
+    """Bounded-staleness pipeline: rollouts for up to this many later steps are generated while the learner
+    updates, so a sample's behaviour policy is at most this many weight versions behind the policy it trains.
+    0 is the synchronous loop (generate, verify, update, sync, one after the other)."""
+    time_budget_s: float | None = Field(None, gt=0)
+    """Stop RL after this much wall time (eval and checkpoint time included), then save the final policy and
+    evaluate as at a normal end. None: run the step count. Not part of the run's identity: a run can be extended."""
 
     _range = field_validator("complexity_range")(_check_range)
 
@@ -337,6 +344,9 @@ class RunConfig(_Section):
     """MLflow."""
     output_dir: str = "outputs/run"
     """Everything the run writes goes here (final policy: OUTPUT_DIR/final_policy)."""
+    storage_uri: str | None = None
+    """Where checkpoints persist (Ray Train's storage_path): a local path, or a URI pyarrow understands
+    (s3://, gs://, ...) that every node of a cluster can reach. None: OUTPUT_DIR/checkpoints on the driver's host."""
     warm_start_dir: str = "outputs/warm_start"
     """Where the SFT warm start is made once and reused."""
     resume: bool = True

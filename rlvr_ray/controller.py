@@ -19,7 +19,7 @@ import numpy as np
 from rlvr_ray.config import RunConfig
 from rlvr_ray.eval import evaluate, rows_to_metrics
 from rlvr_ray.learner.checkpoint import LoopState, save_checkpoint
-from rlvr_ray.learner.worker import LearnerRank
+from rlvr_ray.learner.worker import LearnerRank, build_learner_rank
 from rlvr_ray.sync.push import make_weight_push
 from rlvr_ray.task.prompts import PromptSampler
 from rlvr_ray.task.vocab import Vocab
@@ -171,3 +171,25 @@ def batch_metrics(scored: ScoredBatch, generated_tokens: int, seconds: dict[str,
     metrics["perf/rollout_tokens_per_s"] = generated_tokens / max(seconds.get("perf/rollout_s", 0.0), 1e-9)
     metrics.update(scored.verifier_stats)
     return metrics
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Entry point given to ``TorchTrainer``; ``config`` holds the run config, actor handles and tracking ids."""
+    import ray.train
+    import torch
+
+    cfg = RunConfig.model_validate(config["cfg"])
+    torch.set_num_threads(cfg.learner.torch_threads)
+    torch.manual_seed(cfg.training.seed)
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    learner_rank, state = build_learner_rank(cfg, config["init_dir"], rank, world)
+    if rank == 0:
+        from rlvr_ray.policy import load_vocab
+
+        vocab = load_vocab(config["init_dir"])
+        Controller(cfg, vocab, learner_rank, config["rollout_group"], config["verifier_pool"], config["tracker"]).run(
+            state
+        )
+    else:
+        follow(cfg, learner_rank, state)

@@ -123,7 +123,7 @@ def fit_learner(cfg: RunConfig, init_dir: Path, tracker: Tracker, report_to_tune
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from rlvr_ray.learner.worker import train_loop_per_worker
+    from rlvr_ray.controller import train_loop_per_worker
     from rlvr_ray.policy import load_vocab
     from rlvr_ray.rollout.actor import RolloutGroup
     from rlvr_ray.verify.pool import VerifierPool

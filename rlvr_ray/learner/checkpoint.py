@@ -5,8 +5,9 @@ half-written checkpoint; ``latest`` names the newest complete one.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,20 @@ STATE_FILE = "trainer_state.pt"
 
 @dataclass
 class LoopState:
-    """Where the loop is: the next step to run and the metrics history needed after a resume."""
+    """Where the loop is: the next step to run and the metrics history needed after a resume.
+
+    ledger:   one record per trained step, in order (the lineage of the current weights): which prompts and how
+              many samples of which behaviour versions it trained on; plain JSON data.
+    inflight: rollouts already generated for later steps (the bounded-staleness pipeline), as plain JSON data, so a
+              resume trains on exactly the samples an uninterrupted run would have.
+    train_seconds: RL wall time spent so far (for ``training.time_budget_s`` across resumes).
+    """
 
     step: int = 0
     best_eval_accuracy: float = float("-inf")
+    ledger: list[dict[str, Any]] = field(default_factory=list)
+    inflight: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
 
 
 def checkpoint_root(output_dir: str | Path) -> Path:
@@ -43,7 +54,7 @@ def save_checkpoint(output_dir: str | Path, learner: Learner, vocab: Vocab, stat
             "optimizer": learner.optimizer.state_dict(),
             "value_head": None if learner.policy.value_head is None else learner.policy.value_head.state_dict(),
             "generator": learner.generator.get_state(),
-            "loop": {"step": state.step, "best_eval_accuracy": state.best_eval_accuracy},
+            "loop": dataclasses.asdict(state),
         },
         tmp / STATE_FILE,
     )

@@ -2,12 +2,12 @@
 
 Every rank builds the policy (DDP-wrapped by Ray Train), the frozen reference and the optimizer, and resumes from
 the latest checkpoint. Rank 0 then runs the controller loop (it alone talks to rollout actors and verifiers and
-broadcasts each scored batch); other ranks follow, training on their share of every batch.
+broadcasts each scored batch); other ranks follow, training on their share of every batch. The entry point
+given to Ray Train, :func:`rlvr_ray.controller.train_loop_per_worker`, lives with the controller, which alone
+knows the order of the stages; this module knows nothing of it.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 from torch import nn
@@ -64,26 +64,3 @@ def build_learner_rank(cfg: RunConfig, init_dir: str, rank: int, world: int) -> 
     if checkpoint is not None:
         state = restore_learner(learner, load_trainer_state(checkpoint))
     return LearnerRank(learner, rank, world, load_vocab(init_dir).pad, device), state
-
-
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Entry point given to ``TorchTrainer``; ``config`` holds the run config, actor handles and tracking ids."""
-    import ray.train
-
-    from rlvr_ray.controller import Controller, follow
-
-    cfg = RunConfig.model_validate(config["cfg"])
-    torch.set_num_threads(cfg.learner.torch_threads)
-    torch.manual_seed(cfg.training.seed)
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    learner_rank, state = build_learner_rank(cfg, config["init_dir"], rank, world)
-    if rank == 0:
-        from rlvr_ray.policy import load_vocab
-
-        vocab = load_vocab(config["init_dir"])
-        Controller(cfg, vocab, learner_rank, config["rollout_group"], config["verifier_pool"], config["tracker"]).run(
-            state
-        )
-    else:
-        follow(cfg, learner_rank, state)
