@@ -143,27 +143,27 @@ class TrainClock:
     """Wall time since ``start`` minus the time spent inside ``paused()`` blocks."""
 
     def __init__(self, now: Callable[[], float] = time.perf_counter) -> None:
-        self._now = now
+        self.now = now
         self._started: float | None = None
         self._paused_total = 0.0
         self._paused_at: float | None = None
 
     def start(self) -> None:
-        self._started, self._paused_total, self._paused_at = self._now(), 0.0, None
+        self._started, self._paused_total, self._paused_at = self.now(), 0.0, None
 
     def elapsed(self) -> float:
         if self._started is None:
             return 0.0
-        end = self._paused_at if self._paused_at is not None else self._now()
+        end = self._paused_at if self._paused_at is not None else self.now()
         return end - self._started - self._paused_total
 
     @contextmanager
     def paused(self) -> Iterator[None]:
-        self._paused_at = self._now()
+        self._paused_at = self.now()
         try:
             yield
         finally:
-            self._paused_total += self._now() - self._paused_at
+            self._paused_total += self.now() - self._paused_at
             self._paused_at = None
 
 
@@ -199,9 +199,9 @@ class IntervalSchedule:
 
     def record(self, model: Any, step: int, train_s: float) -> None:
         with self.clock.paused():
-            started = time.perf_counter()
+            started = self.clock.now()
             accuracy = self.evaluate(model)
-            self.curve.append(make_point(train_s, step, accuracy, time.perf_counter() - started))
+            self.curve.append(make_point(train_s, step, accuracy, self.clock.now() - started))
         print(f"[peer] eval at {train_s:.0f} train s (step {step}): mean k1-4 {self.curve[-1].mean_k1_4:.3f}")
 
 
@@ -286,14 +286,25 @@ def trl_settings(t: TrainingConfig) -> TrlSettings:
 def apply_overrides(settings: TrlSettings, overrides: Sequence[str] | Mapping[str, Any]) -> TrlSettings:
     """``["learning_rate=5e-5", ...]`` (YAML values) or a mapping applied to the settings; ValueError names a bad
     key and lists the allowed ones."""
-    allowed = {f.name for f in dataclasses.fields(TrlSettings)}
+    types = {f.name: str(f.type) for f in dataclasses.fields(TrlSettings)}
     pairs: dict[str, Any] = {}
     items = overrides.items() if isinstance(overrides, Mapping) else [_split_override(o) for o in overrides]
     for key, value in items:
-        if key not in allowed:
-            raise ValueError(f"TRL setting {key!r} unknown; allowed: {', '.join(sorted(allowed))}")
-        pairs[key] = value
+        if key not in types:
+            raise ValueError(f"TRL setting {key!r} unknown; allowed: {', '.join(sorted(types))}")
+        try:
+            pairs[key] = _CONVERT[types[key]](value)
+        except (TypeError, ValueError):
+            raise ValueError(f"TRL setting {key}={value!r}: expected {types[key]}") from None
     return dataclasses.replace(settings, **pairs)
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+_CONVERT: dict[str, Callable[[Any], Any]] = {"int": int, "float": float, "str": str, "float | None": _optional_float}
+"""TrlSettings field type (as annotated) -> converter of an override value (YAML reads 5e-5 as a string)."""
 
 
 def _split_override(text: str) -> tuple[str, Any]:
