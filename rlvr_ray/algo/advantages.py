@@ -20,7 +20,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from rlvr_ray.algo.masked import masked_whiten
+from rlvr_ray.algo.masked import SumFn, masked_whiten
 
 DEFAULT_EPS = 1e-6
 """Added to the group std in GRPO so a group of equal rewards gets 0 advantage instead of 0/0."""
@@ -77,7 +77,7 @@ def _group_stats(scores: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor, Ten
 
 
 def gae_advantages(
-    token_rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float
+    token_rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float, global_sum: SumFn | None = None
 ) -> tuple[Tensor, Tensor]:
     """Generalised advantage estimation (PPO), whitened over the masked tokens.
 
@@ -86,7 +86,8 @@ def gae_advantages(
     delta_t = r_t + gamma * V_{t+1} - V_t and A_t = delta_t + gamma * lam * A_{t+1}, where "t+1" is the next
     *masked* token: positions off the mask neither bootstrap a value nor carry an advantage (verl's variant), so
     right padding behaves as the end of the episode (V = 0 after the last token). ``returns = A_raw + V`` is the
-    critic target (before whitening, as in verl/TRL); the advantages are then whitened.
+    critic target (before whitening, as in verl/TRL); the advantages are then whitened (over every rank's
+    tokens when ``global_sum`` is the all-reduce, see :func:`masked_whiten`).
     """
     with torch.no_grad():
         next_value = torch.zeros_like(values[:, 0])
@@ -101,7 +102,7 @@ def gae_advantages(
             next_advantage = on * advantage_t + (1 - on) * next_advantage
             raw[:, t] = on * advantage_t
         returns = (raw + values) * mask
-        return masked_whiten(raw, mask), returns
+        return masked_whiten(raw, mask, global_sum), returns
 
 
 def grpo_advantages(
@@ -148,7 +149,9 @@ def rloo_advantages(scores: Tensor, group_ids: Tensor, mask: Tensor) -> tuple[Te
         return advantages, advantages
 
 
-def reinforce_pp_advantages(token_rewards: Tensor, mask: Tensor, gamma: float) -> tuple[Tensor, Tensor]:
+def reinforce_pp_advantages(
+    token_rewards: Tensor, mask: Tensor, gamma: float, global_sum: SumFn | None = None
+) -> tuple[Tensor, Tensor]:
     """REINFORCE++ (arXiv 2501.03262; OpenRLHF ``advantage_estimator=reinforce_plus_plus``).
 
     token_rewards [B, T], mask [B, T] -> (advantages [B, T], returns [B, T]).
@@ -157,7 +160,8 @@ def reinforce_pp_advantages(token_rewards: Tensor, mask: Tensor, gamma: float) -
     :func:`token_level_rewards`). The discounted return-to-go G_t = r_t + gamma * G_{t+1} (restarting at the
     end of each sequence) is the advantage before normalisation; the advantages are then whitened across *the
     whole batch* of masked tokens (no per-prompt baseline, no critic), which is what distinguishes REINFORCE++
-    from GRPO. ``returns`` are the un-whitened G_t.
+    from GRPO. ``returns`` are the un-whitened G_t. With the batch sharded over ranks, ``global_sum`` (the
+    all-reduce) makes the whitening statistics those of the global batch.
     """
     with torch.no_grad():
         running = torch.zeros_like(token_rewards[:, 0])
@@ -165,7 +169,7 @@ def reinforce_pp_advantages(token_rewards: Tensor, mask: Tensor, gamma: float) -
         for t in reversed(range(token_rewards.shape[-1])):
             running = (token_rewards[:, t] + gamma * running) * mask[:, t]
             returns[:, t] = running
-        return masked_whiten(returns, mask), returns
+        return masked_whiten(returns, mask, global_sum), returns
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -191,7 +195,9 @@ class AdvantageInputs:
 
 
 class AdvantageFn(Protocol):
-    def __call__(self, inputs: AdvantageInputs, *, gamma: float, lam: float, eps: float) -> tuple[Tensor, Tensor]: ...
+    def __call__(
+        self, inputs: AdvantageInputs, *, gamma: float, lam: float, eps: float, global_sum: SumFn | None
+    ) -> tuple[Tensor, Tensor]: ...
 
 
 def _need(tensor: Tensor | None, field: str, estimator: str) -> Tensor:
@@ -200,28 +206,39 @@ def _need(tensor: Tensor | None, field: str, estimator: str) -> Tensor:
     return tensor
 
 
-def _run_gae(inputs: AdvantageInputs, *, gamma: float, lam: float, eps: float) -> tuple[Tensor, Tensor]:
+def _run_gae(
+    inputs: AdvantageInputs, *, gamma: float, lam: float, eps: float, global_sum: SumFn | None
+) -> tuple[Tensor, Tensor]:
     rewards = _need(inputs.token_rewards, "token_rewards", "gae")
-    return gae_advantages(rewards, _need(inputs.values, "values", "gae"), inputs.mask, gamma, lam)
+    return gae_advantages(rewards, _need(inputs.values, "values", "gae"), inputs.mask, gamma, lam, global_sum)
 
 
-def _run_grpo(inputs: AdvantageInputs, *, gamma: float, lam: float, eps: float) -> tuple[Tensor, Tensor]:
+def _run_grpo(
+    inputs: AdvantageInputs, *, gamma: float, lam: float, eps: float, global_sum: SumFn | None
+) -> tuple[Tensor, Tensor]:
     scores = _need(inputs.scores, "scores", "grpo")
     return grpo_advantages(scores, _need(inputs.group_ids, "group_ids", "grpo"), inputs.mask, eps)
 
 
-def _run_dr_grpo(inputs: AdvantageInputs, *, gamma: float, lam: float, eps: float) -> tuple[Tensor, Tensor]:
+def _run_dr_grpo(
+    inputs: AdvantageInputs, *, gamma: float, lam: float, eps: float, global_sum: SumFn | None
+) -> tuple[Tensor, Tensor]:
     scores = _need(inputs.scores, "scores", "dr_grpo")
     return dr_grpo_advantages(scores, _need(inputs.group_ids, "group_ids", "dr_grpo"), inputs.mask)
 
 
-def _run_rloo(inputs: AdvantageInputs, *, gamma: float, lam: float, eps: float) -> tuple[Tensor, Tensor]:
+def _run_rloo(
+    inputs: AdvantageInputs, *, gamma: float, lam: float, eps: float, global_sum: SumFn | None
+) -> tuple[Tensor, Tensor]:
     scores = _need(inputs.scores, "scores", "rloo")
     return rloo_advantages(scores, _need(inputs.group_ids, "group_ids", "rloo"), inputs.mask)
 
 
-def _run_reinforce_pp(inputs: AdvantageInputs, *, gamma: float, lam: float, eps: float) -> tuple[Tensor, Tensor]:
-    return reinforce_pp_advantages(_need(inputs.token_rewards, "token_rewards", "reinforce_pp"), inputs.mask, gamma)
+def _run_reinforce_pp(
+    inputs: AdvantageInputs, *, gamma: float, lam: float, eps: float, global_sum: SumFn | None
+) -> tuple[Tensor, Tensor]:
+    rewards = _need(inputs.token_rewards, "token_rewards", "reinforce_pp")
+    return reinforce_pp_advantages(rewards, inputs.mask, gamma, global_sum)
 
 
 ADVANTAGE_ESTIMATORS: dict[str, AdvantageFn] = {
@@ -242,9 +259,18 @@ def get_advantage_estimator(name: str) -> AdvantageFn:
 
 
 def compute_advantages(
-    name: str, inputs: AdvantageInputs, *, gamma: float = 1.0, lam: float = 1.0, eps: float = DEFAULT_EPS
+    name: str,
+    inputs: AdvantageInputs,
+    *,
+    gamma: float = 1.0,
+    lam: float = 1.0,
+    eps: float = DEFAULT_EPS,
+    global_sum: SumFn | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Look up ``name`` and run it: (advantages [B, T], returns [B, T]).
+
+    ``global_sum``: the all-reduce over learner ranks for the batch-whitened estimators (gae, reinforce_pp); the
+    group estimators need none, since a rank always holds whole groups.
 
     >>> mask = torch.ones(4, 2)
     >>> adv, _ = compute_advantages("rloo", AdvantageInputs(mask, scores=torch.tensor([1.0, 0.0, 1.0, 1.0]),
@@ -252,4 +278,4 @@ def compute_advantages(
     >>> adv[:, 0]
     tensor([ 1., -1.,  0.,  0.])
     """
-    return get_advantage_estimator(name)(inputs, gamma=gamma, lam=lam, eps=eps)
+    return get_advantage_estimator(name)(inputs, gamma=gamma, lam=lam, eps=eps, global_sum=global_sum)

@@ -7,11 +7,12 @@ completion tokens); ``logits`` are [B, T, V]. Losses are to be *minimised*. Stat
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from rlvr_ray.algo.masked import masked_mean
+from rlvr_ray.algo.masked import masked_mean, masked_sum
 
 MAX_LOG_RATIO = 20.0
 """The log importance ratio is clamped to +-20 before exp so one stale token cannot produce inf (as in verl)."""
@@ -19,38 +20,49 @@ MAX_LOG_RATIO = 20.0
 
 # ----------------------------------------------------------------------------------------------------------------
 # Aggregation
+#
+# Every mode is numerator / denominator. The numerator is a sum over sequences (or tokens), so it adds up over
+# micro-batches and ranks; the denominator is the number of masked tokens (token_mean) or of sequences (the
+# seq_* modes). A learner passes the *global* denominator of the mini-batch (all micro-batches, all ranks), so the
+# accumulated gradient is that of the mini-batch's loss, however it is split. Without one, the local count is used.
 
 
-def token_mean(loss_mat: Tensor, mask: Tensor, norm_length: int | None = None) -> Tensor:
-    """DAPO token-level mean: sum over all masked tokens / number of masked tokens. [B, T] -> scalar."""
-    return masked_mean(loss_mat, mask)
+def token_sum(loss_mat: Tensor, mask: Tensor, norm_length: int | None = None) -> Tensor:
+    """token_mean's numerator: the sum of the masked tokens. [B, T] -> scalar."""
+    return masked_sum(loss_mat, mask)
 
 
-def seq_mean_token_mean(loss_mat: Tensor, mask: Tensor, norm_length: int | None = None) -> Tensor:
-    """Original GRPO: mean over tokens within each sequence, then mean over the B sequences. [B, T] -> scalar.
+def seq_token_mean_sum(loss_mat: Tensor, mask: Tensor, norm_length: int | None = None) -> Tensor:
+    """seq_mean_token_mean's numerator: the sum over sequences of each one's token mean. [B, T] -> scalar.
 
-    A sequence with no completion token contributes 0 and still counts in the B (a fixed denominator, as in
-    recent verl, so that micro-batches of equal size are weighted equally).
+    A sequence with no completion token contributes 0 (and still counts in the local denominator B).
     """
-    return masked_mean(loss_mat, mask, dim=-1).mean()
+    return masked_mean(loss_mat, mask, dim=-1).sum()
 
 
-def seq_mean_token_sum_norm(loss_mat: Tensor, mask: Tensor, norm_length: int | None = None) -> Tensor:
-    """Dr. GRPO: per-sequence token *sum* divided by a constant, then mean over the B sequences. [B, T] -> scalar.
+def seq_token_sum_norm_sum(loss_mat: Tensor, mask: Tensor, norm_length: int | None = None) -> Tensor:
+    """seq_mean_token_sum_norm's numerator (Dr. GRPO): sum over sequences of token sum / a constant.
 
     The constant is ``norm_length`` when given, else the padded length T. Pass the configured maximum generation
     length so the normaliser does not change with how a micro-batch happens to be padded.
     """
     constant = norm_length if norm_length is not None else loss_mat.shape[-1]
-    return ((loss_mat * mask).sum(dim=-1) / constant).mean()
+    return ((loss_mat * mask).sum(dim=-1) / constant).sum()
 
 
-LossAggregator = Callable[[Tensor, Tensor, "int | None"], Tensor]
+@dataclass(frozen=True)
+class LossAggregator:
+    """numerator(loss_mat, mask, norm_length) -> scalar sum; per_sequence: the denominator counts sequences
+    (True) or masked tokens (False)."""
+
+    numerator: Callable[[Tensor, Tensor, int | None], Tensor]
+    per_sequence: bool
+
 
 LOSS_AGGREGATORS: dict[str, LossAggregator] = {
-    "token_mean": token_mean,
-    "seq_mean_token_mean": seq_mean_token_mean,
-    "seq_mean_token_sum_norm": seq_mean_token_sum_norm,
+    "token_mean": LossAggregator(token_sum, per_sequence=False),  # DAPO: token-level mean
+    "seq_mean_token_mean": LossAggregator(seq_token_mean_sum, per_sequence=True),  # original GRPO
+    "seq_mean_token_sum_norm": LossAggregator(seq_token_sum_norm_sum, per_sequence=True),  # Dr. GRPO
 }
 
 LOSS_AGG_MODES: tuple[str, ...] = tuple(LOSS_AGGREGATORS)
@@ -64,8 +76,19 @@ def get_aggregator(mode: str) -> LossAggregator:
         raise ValueError(f"unknown loss_agg_mode {mode!r}; valid: {', '.join(LOSS_AGGREGATORS)}") from None
 
 
-def aggregate(loss_mat: Tensor, mask: Tensor, mode: str, norm_length: int | None = None) -> Tensor:
+def local_denominator(mask: Tensor, mode: str) -> Tensor:
+    """The denominator of ``mode`` over this ``mask`` [B, T] alone: B sequences, or the masked tokens (>= 1)."""
+    if get_aggregator(mode).per_sequence:
+        return torch.tensor(float(mask.shape[0]), dtype=mask.dtype, device=mask.device)
+    return mask.sum().clamp(min=1)
+
+
+def aggregate(
+    loss_mat: Tensor, mask: Tensor, mode: str, norm_length: int | None = None, denominator: Tensor | None = None
+) -> Tensor:
     """Reduce ``loss_mat`` [B, T] over ``mask`` [B, T] to a scalar with the named mode.
+
+    ``denominator``: the global count this part is normalised by (see above); None uses the local count.
 
     >>> loss = torch.tensor([[1.0, 3.0, 0.0], [2.0, 0.0, 0.0]])
     >>> mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
@@ -73,8 +96,12 @@ def aggregate(loss_mat: Tensor, mask: Tensor, mode: str, norm_length: int | None
     (tensor(2.), tensor(2.))
     >>> aggregate(loss, mask, "seq_mean_token_sum_norm")  # ((1 + 3) / 3 + 2 / 3) / 2
     tensor(1.)
+    >>> aggregate(loss, mask, "token_mean", denominator=torch.tensor(6.0))  # 6 / 6: this part of a larger batch
+    tensor(1.)
     """
-    return get_aggregator(mode)(loss_mat, mask, norm_length)
+    if denominator is None:
+        denominator = local_denominator(mask, mode)
+    return get_aggregator(mode).numerator(loss_mat, mask, norm_length) / denominator
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -90,6 +117,9 @@ def ppo_clip_loss(
     clip_high: float | None,
     loss_agg_mode: str,
     norm_length: int | None = None,
+    *,
+    denominator: Tensor | None = None,
+    is_weight: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """PPO clipped surrogate: max(-A * r, -A * clip(r, 1 - clip_low, 1 + clip_high)), aggregated.
 
@@ -97,15 +127,22 @@ def ppo_clip_loss(
     symmetric clipping (``clip_low``); a larger value is DAPO's clip-higher, which lets low-probability tokens
     with positive advantage grow further. Where the clipped branch is active the gradient w.r.t. ``logp`` is 0.
 
+    Decoupled PPO (off-policy correction): ``old_logp`` is the *proximal* policy (the learner before the update)
+    and ``is_weight`` [B, T] (detached; None = all 1) multiplies each token's clipped loss by the truncated
+    importance ratio proximal / behaviour. ``denominator``: see :func:`aggregate`.
+
     Stats: ``clipfrac`` (fraction of masked tokens where the clipped branch is active), ``approx_kl`` (the k3
-    estimate of KL(old || new), non-negative, used for early stopping), ``ratio_mean``.
+    estimate of KL(old || new), non-negative, used for early stopping), ``ratio_mean``; all local token means.
     """
     upper = clip_low if clip_high is None else clip_high
     log_ratio = (logp - old_logp).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
     ratio = torch.exp(log_ratio)
     unclipped = -adv * ratio
     clipped = -adv * ratio.clamp(1.0 - clip_low, 1.0 + upper)
-    loss = aggregate(torch.maximum(unclipped, clipped), mask, loss_agg_mode, norm_length)
+    loss_mat = torch.maximum(unclipped, clipped)
+    if is_weight is not None:
+        loss_mat = loss_mat * is_weight.detach()
+    loss = aggregate(loss_mat, mask, loss_agg_mode, norm_length, denominator)
     with torch.no_grad():
         stats = {
             "clipfrac": masked_mean((clipped > unclipped).to(mask.dtype), mask).item(),
@@ -113,6 +150,21 @@ def ppo_clip_loss(
             "ratio_mean": masked_mean(ratio, mask).item(),
         }
     return loss, stats
+
+
+def truncated_is_weight(prox_logp: Tensor, behaviour_logp: Tensor, stale: Tensor, cap: float) -> Tensor:
+    """Decoupled-PPO token weights min(exp(prox - behaviour), cap), detached; exactly 1 where ``stale`` is False.
+
+    prox_logp, behaviour_logp: [B, T]; stale: [B] bool (the sample came from an older policy version) -> [B, T].
+    On-policy the two logprobs agree only to ~1e-7 in fp32, so the weight is set to 1, not computed.
+
+    >>> truncated_is_weight(torch.tensor([[0.0, 0.0]]), torch.tensor([[-0.5, -2.0]]), torch.tensor([True]), 2.0)
+    tensor([[1.6487, 2.0000]])
+    """
+    with torch.no_grad():
+        log_ratio = (prox_logp - behaviour_logp).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
+        weight = torch.exp(log_ratio).clamp(max=cap)
+        return torch.where(stale[:, None], weight, torch.ones_like(weight))
 
 
 def value_loss(
@@ -123,6 +175,7 @@ def value_loss(
     cliprange_value: float,
     loss_agg_mode: str,
     norm_length: int | None = None,
+    denominator: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Clipped PPO value loss: 0.5 * max((V - R)^2, (clip(V, V_old +- c) - R)^2), aggregated.
 
@@ -132,7 +185,8 @@ def value_loss(
     clipped_values = old_values + (values - old_values).clamp(-cliprange_value, cliprange_value)
     unclipped_error = (values - returns) ** 2
     clipped_error = (clipped_values - returns) ** 2
-    loss = 0.5 * aggregate(torch.maximum(unclipped_error, clipped_error), mask, loss_agg_mode, norm_length)
+    errors = torch.maximum(unclipped_error, clipped_error)
+    loss = 0.5 * aggregate(errors, mask, loss_agg_mode, norm_length, denominator)
     with torch.no_grad():
         stats = {
             "vf_clipfrac": masked_mean((clipped_error > unclipped_error).to(mask.dtype), mask).item(),

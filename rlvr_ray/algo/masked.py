@@ -6,6 +6,8 @@ on padding. Empty masks never divide by zero: the denominators are clamped to at
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -30,13 +32,24 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     return masked_sum(x, mask, dim) / count.clamp(min=1)
 
 
-def masked_whiten(x: Tensor, mask: Tensor) -> Tensor:
+SumFn = Callable[[Tensor], Tensor]
+"""Sums a tensor over every learner rank (an all-reduce); the identity on a single process."""
+
+
+def masked_whiten(x: Tensor, mask: Tensor, global_sum: SumFn | None = None) -> Tensor:
     """(x - mean) / sqrt(var + 1e-8) with mean and unbiased variance over the masked entries; 0 off the mask.
 
     x, mask: same shape (typically [B, T]). With fewer than two masked entries the variance is taken as 0.
+    ``global_sum``: when the batch is sharded over ranks, the all-reduce that makes mean and variance those of
+    the whole batch (two small collectives; every rank must call it).
     """
-    count = mask.sum()
-    mean = masked_sum(x, mask) / count.clamp(min=1)
+    count, total = mask.sum(), masked_sum(x, mask)
+    if global_sum is not None:
+        count, total = global_sum(torch.stack([count, total]))
+    mean = total / count.clamp(min=1)
     # Bessel's correction as in verl's masked_whiten; clamp so a single token does not divide by zero.
-    var = masked_sum((x - mean) ** 2, mask) / (count - 1).clamp(min=1)
+    squared = masked_sum((x - mean) ** 2, mask)
+    if global_sum is not None:
+        squared = global_sum(squared)
+    var = squared / (count - 1).clamp(min=1)
     return (x - mean) * torch.rsqrt(var + WHITEN_EPS) * mask

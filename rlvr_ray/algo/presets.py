@@ -13,22 +13,38 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class AlgorithmPreset:
     """advantage: a key of ``ADVANTAGE_ESTIMATORS``; loss_agg_mode: a key of ``LOSS_AGGREGATORS``;
-    use_critic: train a value head (PPO); clip_high: upper PPO clip epsilon, None for symmetric clipping."""
+    use_critic: train a value head (PPO); clip_high: upper PPO clip epsilon, None for symmetric clipping;
+    kl_in_reward: the KL penalty goes into the token rewards unless the config says otherwise (REINFORCE++);
+    dynamic_sampling: drop groups whose scores are all equal from the loss (DAPO);
+    overlong_shaping: add the soft overlong punishment to the scores (DAPO)."""
 
     advantage: str
     loss_agg_mode: str
     use_critic: bool = False
     clip_high: float | None = None
+    kl_in_reward: bool = False
+    dynamic_sampling: bool = False
+    overlong_shaping: bool = False
 
+    @property
+    def uses_token_rewards(self) -> bool:
+        """Whether the advantage estimator reads per-token rewards (so a KL penalty in the reward acts)."""
+        return self.advantage in TOKEN_REWARD_ESTIMATORS
+
+
+TOKEN_REWARD_ESTIMATORS = frozenset({"gae", "reinforce_pp"})
+"""Advantage estimators that read token rewards; the others read one score per sequence."""
 
 PRESETS: dict[str, AlgorithmPreset] = {
     "ppo": AlgorithmPreset("gae", "token_mean", use_critic=True),
     "grpo": AlgorithmPreset("grpo", "seq_mean_token_mean"),
     "dr_grpo": AlgorithmPreset("dr_grpo", "seq_mean_token_sum_norm"),
     "rloo": AlgorithmPreset("rloo", "token_mean"),
-    "reinforce_pp": AlgorithmPreset("reinforce_pp", "token_mean"),
-    # DAPO (arXiv 2503.14476): GRPO advantages, token-level loss, clip-higher with eps_high = 0.28.
-    "dapo": AlgorithmPreset("grpo", "token_mean", clip_high=0.28),
+    # REINFORCE++ (arXiv 2501.03262): the KL to the reference is a per-token reward penalty by definition.
+    "reinforce_pp": AlgorithmPreset("reinforce_pp", "token_mean", kl_in_reward=True),
+    # DAPO (arXiv 2503.14476): GRPO advantages, token-level loss, clip-higher with eps_high = 0.28, dynamic
+    # sampling (as a filter: groups with equal scores leave the loss) and soft overlong punishment.
+    "dapo": AlgorithmPreset("grpo", "token_mean", clip_high=0.28, dynamic_sampling=True, overlong_shaping=True),
 }
 
 
@@ -43,8 +59,8 @@ def get_preset(name: str) -> AlgorithmPreset:
 def resolve_preset(name: str, loss_agg_mode: str | None = None, clip_high: float | None = None) -> AlgorithmPreset:
     """The named preset with the config's explicit overrides applied (None keeps the preset's value).
 
-    >>> resolve_preset("dapo", loss_agg_mode="seq_mean_token_mean")
-    AlgorithmPreset(advantage='grpo', loss_agg_mode='seq_mean_token_mean', use_critic=False, clip_high=0.28)
+    >>> resolve_preset("dapo", loss_agg_mode="seq_mean_token_mean").loss_agg_mode
+    'seq_mean_token_mean'
     """
     preset = get_preset(name)
     return dataclasses.replace(

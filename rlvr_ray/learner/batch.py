@@ -24,6 +24,7 @@ class TrainBatch:
     engine_logp    [N, L-1] float, the rollout engine's logprobs of those tokens (0 elsewhere)
     scores         [N]      float, the training reward of each sequence
     group_ids      [N]      long
+    staleness      [N]      long, learner version minus the policy version that generated the sample (0: on-policy)
     """
 
     input_ids: torch.Tensor
@@ -32,6 +33,7 @@ class TrainBatch:
     engine_logp: torch.Tensor
     scores: torch.Tensor
     group_ids: torch.Tensor
+    staleness: torch.Tensor
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -43,9 +45,18 @@ class TrainBatch:
         return TrainBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
 
-def build_train_batch(scored: ScoredBatch, pad_id: int) -> TrainBatch:
-    """Pad prompt+completion ids and place the engine logprobs on the completion positions."""
+def build_train_batch(scored: ScoredBatch, pad_id: int, learner_version: int | None = None) -> TrainBatch:
+    """Pad prompt+completion ids and place the engine logprobs on the completion positions.
+
+    ``learner_version``: the weight version of the policy about to be updated; each sample's staleness is that
+    minus the version that generated it. None takes the newest version in the batch (every sample of a
+    synchronous step is then on-policy). A sample newer than the learner is an error.
+    """
     rollouts = scored.rollouts
+    versions = np.asarray(rollouts.policy_version, dtype=np.int64)
+    version = int(versions.max()) if learner_version is None else learner_version
+    if versions.max() > version:
+        raise ValueError(f"samples of policy version {int(versions.max())} are newer than learner version {version}")
     seqs = [p + c for p, c in zip(rollouts.prompt_ids, rollouts.completion_ids, strict=True)]
     n, length = len(seqs), max(len(s) for s in seqs)
     input_ids = np.full((n, length), pad_id, dtype=np.int64)
@@ -65,6 +76,7 @@ def build_train_batch(scored: ScoredBatch, pad_id: int) -> TrainBatch:
         engine_logp=torch.from_numpy(engine_logp),
         scores=torch.from_numpy(np.asarray(scored.scores.reward, dtype=np.float32)),
         group_ids=torch.from_numpy(np.asarray(rollouts.group_ids, dtype=np.int64)),
+        staleness=torch.from_numpy(version - versions),
     )
 
 

@@ -1,7 +1,12 @@
 """One learner rank: TrainBatch -> old logprobs/values -> advantages -> PPO-style epochs -> optimizer steps.
 
-All math comes from ``rlvr_ray.algo``; this module only orders it and handles tensors, micro-batches and the
-optimizer. It runs the same on one CPU process and inside a Ray Train DDP worker.
+All math comes from ``rlvr_ray.algo``; this module only orders it and handles tensors, micro-batches, ranks and
+the optimizer. It runs the same on one CPU process and inside a Ray Train DDP worker.
+
+Normalisation is global: every loss term of a mini-batch is divided by the mini-batch's token (or sequence) count
+summed over its micro-batches and over the ranks, so the accumulated, DDP-averaged gradient is that of the
+mini-batch loss however it is split. Batch whitening (gae, reinforce_pp) and the early-stopping KL are all-reduced
+too, so every rank takes the same decisions.
 """
 
 from __future__ import annotations
@@ -14,8 +19,16 @@ from torch import nn
 
 from rlvr_ray.algo.advantages import AdvantageInputs, compute_advantages, token_level_rewards
 from rlvr_ray.algo.kl import kl_penalty
-from rlvr_ray.algo.losses import aggregate, ppo_clip_loss, value_loss
+from rlvr_ray.algo.losses import (
+    aggregate,
+    get_aggregator,
+    ppo_clip_loss,
+    truncated_is_weight,
+    value_loss,
+)
+from rlvr_ray.algo.masked import masked_mean
 from rlvr_ray.algo.presets import AlgorithmPreset, resolve_preset
+from rlvr_ray.algo.shaping import overlong_penalty, varied_groups
 from rlvr_ray.config import TrainingConfig
 from rlvr_ray.learner.batch import TrainBatch
 from rlvr_ray.learner.model import ForwardOut, PolicyWithValue
@@ -23,11 +36,32 @@ from rlvr_ray.learner.model import ForwardOut, PolicyWithValue
 
 @dataclass
 class OldPolicyOutputs:
-    """Everything computed before the update, no grad: all [N, L-1]."""
+    """Everything computed before the update, no grad: all [N, L-1]. ``logp`` is the proximal policy."""
 
     logp: torch.Tensor
     values: torch.Tensor | None
     ref_logp: torch.Tensor | None
+
+    def select(self, index: torch.Tensor, length: int) -> OldPolicyOutputs:
+        """Rows ``index``, first ``length`` positions."""
+        values, ref = self.values, self.ref_logp
+        return OldPolicyOutputs(
+            self.logp[index, :length],
+            None if values is None else values[index, :length],
+            None if ref is None else ref[index, :length],
+        )
+
+
+@dataclass
+class StepTensors:
+    """Per-sample tensors of one update that every optimizer step slices: all [N, L-1] except ``keep`` [N]."""
+
+    old: OldPolicyOutputs
+    adv: torch.Tensor
+    returns: torch.Tensor
+    mask: torch.Tensor  # the loss mask: completion tokens of the kept (not dynamically dropped) samples
+    keep: torch.Tensor  # [N] float, 1 for samples in the loss
+    is_weight: torch.Tensor | None  # truncated IS weights, None when the whole batch is on-policy
 
 
 def logprob_mismatch(learner_logp: torch.Tensor, engine_logp: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
@@ -42,6 +76,36 @@ def logprob_mismatch(learner_logp: torch.Tensor, engine_logp: torch.Tensor, mask
     }
 
 
+def is_weight_stats(
+    weight: torch.Tensor | None, mask: torch.Tensor, stale: torch.Tensor, cap: float
+) -> dict[str, float]:
+    """Mean, max and clipped fraction of the IS weights over the stale samples' tokens (1, 1, 0 when none)."""
+    tokens = mask * stale[:, None].to(mask.dtype)
+    if weight is None or tokens.sum() == 0:
+        return {"offpolicy/is_weight_mean": 1.0, "offpolicy/is_weight_max": 1.0, "offpolicy/is_clipped_frac": 0.0}
+    return {
+        "offpolicy/is_weight_mean": float(masked_mean(weight, tokens)),
+        "offpolicy/is_weight_max": float(weight[tokens > 0].max()),
+        "offpolicy/is_clipped_frac": float(masked_mean((weight >= cap).to(mask.dtype), tokens)),
+    }
+
+
+def trimmed(batch: TrainBatch) -> TrainBatch:
+    """The batch without the columns that are padding in every row (right padding: the longest row's length)."""
+    length = int(batch.attention_mask.sum(dim=-1).max())
+    if length == batch.input_ids.shape[1]:
+        return batch
+    return TrainBatch(
+        input_ids=batch.input_ids[:, :length],
+        attention_mask=batch.attention_mask[:, :length],
+        mask=batch.mask[:, : length - 1],
+        engine_logp=batch.engine_logp[:, : length - 1],
+        scores=batch.scores,
+        group_ids=batch.group_ids,
+        staleness=batch.staleness,
+    )
+
+
 class Learner:
     """Holds the trainable module, the frozen reference and the optimizer of one rank.
 
@@ -53,18 +117,43 @@ class Learner:
     ) -> None:
         self.cfg = cfg
         self.preset: AlgorithmPreset = resolve_preset(cfg.algorithm, cfg.loss_agg_mode, cfg.cliprange_high)
+        self.kl_in_reward = cfg.kl_in_reward if cfg.kl_in_reward is not None else self.preset.kl_in_reward
         self.policy = policy
         self.module = module
         self.reference = reference
         self.optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
-    def forward(self, batch: TrainBatch) -> ForwardOut:
-        return self.module(batch.input_ids, batch.attention_mask, self.cfg.temperature)
+    # ------------------------------------------------------------------------------------------------------------
+    # Collectives (no-ops on a single process)
+
+    @staticmethod
+    def _world() -> int:
+        dist = torch.distributed
+        return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+    def global_sum(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` summed over every learner rank (every rank must call this at the same point)."""
+        if self._world() == 1:
+            return x
+        x = x.detach().clone()
+        torch.distributed.all_reduce(x)
+        return x
+
+    def _grad_scale(self) -> float:
+        """DDP averages gradients over ranks; the loss is scaled back so the result is the global-batch gradient."""
+        ddp = isinstance(self.module, nn.parallel.DistributedDataParallel)
+        return float(self._world()) if ddp else 1.0
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Before the update
+
+    def forward(self, batch: TrainBatch, with_entropy_grad: bool = False) -> ForwardOut:
+        return self.module(batch.input_ids, batch.attention_mask, self.cfg.temperature, with_entropy_grad)
 
     @torch.no_grad()
     def old_outputs(self, batch: TrainBatch) -> OldPolicyOutputs:
-        out = self.forward(batch)
+        out = self.policy.logprobs_and_values(batch.input_ids, batch.attention_mask, self.cfg.temperature)
         ref_logp = None
         if self.reference is not None:
             logits = self.reference(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
@@ -72,44 +161,93 @@ class Learner:
             ref_logp = scaled.gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)
         return OldPolicyOutputs(out.logp, out.values, ref_logp)
 
-    def advantages(self, batch: TrainBatch, old: OldPolicyOutputs) -> tuple[torch.Tensor, torch.Tensor]:
+    def shaped_scores(self, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """(scores [N] after DAPO's overlong punishment, keep [N] float after its dynamic sampling, stats)."""
+        cfg, scores, stats = self.cfg, batch.scores, {}
+        if self.preset.overlong_shaping and cfg.overlong_penalty > 0:
+            lengths = batch.mask.sum(dim=-1)
+            penalty = overlong_penalty(lengths, cfg.max_generation_length, cfg.overlong_buffer, cfg.overlong_penalty)
+            scores = scores + penalty.to(scores.dtype)
+            stats["reward/overlong_penalty_mean"] = float(penalty.mean())
+        keep = torch.ones_like(scores)
+        if self.preset.dynamic_sampling:
+            keep = varied_groups(scores, batch.group_ids).to(scores.dtype)
+            stats["dynamic_sampling/kept_frac"] = float(
+                self.global_sum(keep.sum()) / self.global_sum(torch.tensor(float(len(keep))))
+            )
+        return scores, keep, stats
+
+    def advantages(
+        self, batch: TrainBatch, old: OldPolicyOutputs, scores: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Token advantages and returns [N, T] by the preset's estimator (KL folded into rewards if configured)."""
         cfg = self.cfg
+        scores = batch.scores if scores is None else scores
         kl = None
-        if cfg.kl_coef > 0 and cfg.kl_in_reward and old.ref_logp is not None:
+        if cfg.kl_coef > 0 and self.kl_in_reward and old.ref_logp is not None:
             kl = kl_penalty(old.logp, old.ref_logp, cfg.kl_estimator)
         inputs = AdvantageInputs(
             mask=batch.mask,
-            scores=batch.scores,
+            scores=scores,
             group_ids=batch.group_ids,
-            token_rewards=token_level_rewards(batch.scores, batch.mask, kl, cfg.kl_coef),
+            token_rewards=token_level_rewards(scores, batch.mask, kl, cfg.kl_coef),
             values=old.values,
         )
-        return compute_advantages(self.preset.advantage, inputs, gamma=cfg.gamma, lam=cfg.lam)
+        return compute_advantages(
+            self.preset.advantage, inputs, gamma=cfg.gamma, lam=cfg.lam, global_sum=self.global_sum
+        )
+
+    def prepare(self, batch: TrainBatch) -> tuple[StepTensors, dict[str, float]]:
+        """Everything the optimizer steps read, computed once before the update, and its stats."""
+        old = self.old_outputs(batch)
+        stats = logprob_mismatch(old.logp, batch.engine_logp, batch.mask)
+        scores, keep, shaping = self.shaped_scores(batch)
+        stats.update(shaping)
+        adv, returns = self.advantages(batch, old, scores)
+        stale = batch.staleness > 0
+        weight = None
+        if bool(stale.any()):
+            weight = truncated_is_weight(old.logp, batch.engine_logp, stale, self.cfg.is_cap)
+        stats.update(is_weight_stats(weight, batch.mask, stale, self.cfg.is_cap))
+        if self.cfg.kl_coef > 0 and self.kl_in_reward and old.ref_logp is not None:
+            stats["reward/kl"] = float(
+                masked_mean(kl_penalty(old.logp, old.ref_logp, self.cfg.kl_estimator), batch.mask)
+            )
+        stats["advantage/mean"] = float(masked_mean(adv, batch.mask))
+        return StepTensors(old, adv, returns, batch.mask * keep[:, None], keep, weight), stats
+
+    # ------------------------------------------------------------------------------------------------------------
+    # The update
 
     def micro_step_loss(
-        self, batch: TrainBatch, old: OldPolicyOutputs, adv: torch.Tensor, returns: torch.Tensor
+        self, batch: TrainBatch, t: StepTensors, denominator: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The scalar loss of one micro-batch and its stats."""
+        """The loss of one micro-batch (``t`` sliced to it) and its stats.
+
+        Every term is normalised by the mini-batch's global ``denominator`` (already divided by the DDP scale).
+        """
         cfg, mode = self.cfg, self.preset.loss_agg_mode
         norm = cfg.max_generation_length  # Dr.GRPO's constant normaliser: the generation budget
-        out = self.forward(batch)
-        loss, stats = ppo_clip_loss(
-            out.logp, old.logp, adv, batch.mask, cfg.cliprange, self.preset.clip_high, mode, norm
-        )
-        stats = {f"ppo/{k}": v for k, v in stats.items()}
+        out = self.forward(batch, with_entropy_grad=cfg.entropy_coef > 0)
+        loss, ppo_stats = ppo_clip_loss(
+            out.logp, t.old.logp, t.adv, t.mask, cfg.cliprange, self.preset.clip_high, mode, norm,
+            denominator=denominator, is_weight=t.is_weight,
+        )  # fmt: skip
+        stats = {f"ppo/{k}": v for k, v in ppo_stats.items()}
         stats["loss/policy"] = float(loss.detach())
-        if self.preset.use_critic and out.values is not None and old.values is not None:
-            v_loss, v_stats = value_loss(out.values, old.values, returns, batch.mask, cfg.cliprange_value, mode, norm)
+        if self.preset.use_critic and out.values is not None and t.old.values is not None:
+            v_loss, v_stats = value_loss(
+                out.values, t.old.values, t.returns, t.mask, cfg.cliprange_value, mode, norm, denominator
+            )
             loss = loss + cfg.vf_coef * v_loss
             stats.update({f"value/{k}": v for k, v in v_stats.items()}, **{"loss/value": float(v_loss.detach())})
-        if cfg.kl_coef > 0 and old.ref_logp is not None:
-            kl = aggregate(kl_penalty(out.logp, old.ref_logp, cfg.kl_estimator), batch.mask, mode, norm)
+        if cfg.kl_coef > 0 and not self.kl_in_reward and t.old.ref_logp is not None:
+            kl = aggregate(kl_penalty(out.logp, t.old.ref_logp, cfg.kl_estimator), t.mask, mode, norm, denominator)
             stats["loss/kl"] = float(kl.detach())
-            if not cfg.kl_in_reward:
-                loss = loss + cfg.kl_coef * kl
-        entropy = aggregate(out.entropy, batch.mask, mode, norm)
-        stats["policy/entropy"] = float(entropy.detach())
+            loss = loss + cfg.kl_coef * kl
+        assert out.entropy is not None
+        entropy = aggregate(out.entropy, t.mask, mode, norm, denominator)
+        stats["loss/entropy"] = float(entropy.detach())
         if cfg.entropy_coef > 0:
             loss = loss - cfg.entropy_coef * entropy
         return loss, stats
@@ -118,53 +256,67 @@ class Learner:
         """One RL step on this rank's share of the batch; returns averaged stats."""
         cfg = self.cfg
         self.module.train()
-        old = self.old_outputs(batch)
+        batch = trimmed(batch)
+        tensors, prepared = self.prepare(batch)
         stats_sum: dict[str, float] = defaultdict(float)
-        stats_sum.update(logprob_mismatch(old.logp, batch.engine_logp, batch.mask))
-        adv, returns = self.advantages(batch, old)
         mini = max(1, cfg.mini_batch_size // world_size)
         micro = max(1, mini // cfg.gradient_accumulation_steps)
         n_steps, stopped_early = 0, 0.0
         for _epoch in range(cfg.ppo_epochs):
             order = torch.randperm(len(batch), generator=self.generator)
-            epoch_kl = []
+            kl_sums = torch.zeros(2, dtype=torch.float64)  # this epoch's sum of token approx-KL, token count
             for start in range(0, len(batch), mini):
-                step_stats = self._optimizer_step(batch, old, adv, returns, order[start : start + mini], micro)
-                epoch_kl.append(step_stats.get("ppo/approx_kl", 0.0))
+                step_stats, step_kl = self._optimizer_step(batch, tensors, order[start : start + mini], micro)
+                kl_sums += step_kl
                 for k, v in step_stats.items():
                     stats_sum[k] += v
                 n_steps += 1
-            if cfg.early_stopping and sum(epoch_kl) / len(epoch_kl) > cfg.target_kl:
-                stopped_early = 1.0
-                break
-        stats = {k: (v / n_steps if not k.startswith("mismatch/") else v) for k, v in stats_sum.items()}
+            if cfg.early_stopping:
+                kl_total, tokens = self.global_sum(kl_sums).tolist()
+                if kl_total / max(tokens, 1.0) > cfg.target_kl:
+                    stopped_early = 1.0
+                    break
+        stats = {k: v / n_steps for k, v in stats_sum.items()}
+        stats.update(prepared)
         stats.update({"ppo/optimizer_steps": float(n_steps), "ppo/early_stopped": stopped_early})
-        stats["advantage/mean"] = float((adv * batch.mask).sum() / batch.mask.sum().clamp(min=1))
+        stats["policy/entropy"] = stats.pop("loss/entropy")
         return stats
 
     def _optimizer_step(
-        self,
-        batch: TrainBatch,
-        old: OldPolicyOutputs,
-        adv: torch.Tensor,
-        returns: torch.Tensor,
-        index: torch.Tensor,
-        micro: int,
-    ) -> dict[str, float]:
+        self, batch: TrainBatch, t: StepTensors, index: torch.Tensor, micro: int
+    ) -> tuple[dict[str, float], torch.Tensor]:
+        """One optimizer step on the mini-batch ``index``, in micro-batches of ``micro`` rows.
+
+        Returns the stats (loss terms as the rank's mini-batch means, ppo/* as micro-batch averages) and the
+        [2] float64 tensor (sum of per-token approx-KL, token count) for early stopping.
+        """
         self.optimizer.zero_grad(set_to_none=True)
+        per_sequence = get_aggregator(self.preset.loss_agg_mode).per_sequence
+        local = (t.keep[index] if per_sequence else t.mask[index]).sum()
+        denominator = self.global_sum(local).clamp(min=1) / self._grad_scale()
+        # Loss stats are logged as this rank's mini-batch means: rescale from the global denominator.
+        rescale = float(denominator / local.clamp(min=1))
         parts = [index[i : i + micro] for i in range(0, len(index), micro)]
         stats_sum: dict[str, float] = defaultdict(float)
+        kl = torch.zeros(2, dtype=torch.float64)
         for part in parts:
-            sub_old = OldPolicyOutputs(
-                old.logp[part],
-                None if old.values is None else old.values[part],
-                None if old.ref_logp is None else old.ref_logp[part],
+            sub_batch = trimmed(batch.select(part))
+            length = sub_batch.mask.shape[1]
+            sub = StepTensors(
+                t.old.select(part, length),
+                t.adv[part, :length],
+                t.returns[part, :length],
+                t.mask[part, :length],
+                t.keep[part],
+                None if t.is_weight is None else t.is_weight[part, :length],
             )
-            loss, stats = self.micro_step_loss(batch.select(part), sub_old, adv[part], returns[part])
-            (loss / len(parts)).backward()
+            loss, stats = self.micro_step_loss(sub_batch, sub, denominator)
+            loss.backward()
+            tokens = float(sub.mask.sum())
+            kl += torch.tensor([stats["ppo/approx_kl"] * tokens, tokens], dtype=torch.float64)
             for k, v in stats.items():
-                stats_sum[k] += v / len(parts)
+                stats_sum[k] += v * rescale if k.startswith("loss/") else v / len(parts)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.max_grad_norm)
         self.optimizer.step()
         stats_sum["policy/grad_norm"] = float(grad_norm)
-        return dict(stats_sum)
+        return dict(stats_sum), kl

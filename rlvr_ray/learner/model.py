@@ -19,7 +19,7 @@ class ForwardOut:
     """Per-token outputs aligned with TrainBatch.mask: all [N, L-1]."""
 
     logp: torch.Tensor
-    entropy: torch.Tensor
+    entropy: torch.Tensor | None
     values: torch.Tensor | None
 
 
@@ -35,15 +35,36 @@ class PolicyWithValue(nn.Module):
             nn.init.zeros_(self.value_head.weight)
             nn.init.zeros_(self.value_head.bias)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float) -> ForwardOut:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float, with_entropy_grad: bool = False
+    ) -> ForwardOut:
+        """Logprobs of the next tokens, their entropy (differentiable only if ``with_entropy_grad``), values."""
+        logits, values = self._logits_and_values(input_ids, attention_mask)
+        scaled = logits[:, :-1].float() / temperature
+        logp = torch.log_softmax(scaled, dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+        if with_entropy_grad:
+            entropy = entropy_from_logits(scaled)
+        else:
+            with torch.no_grad():
+                entropy = entropy_from_logits(scaled.detach())
+        return ForwardOut(logp=logp, entropy=entropy, values=values)
+
+    def logprobs_and_values(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float
+    ) -> ForwardOut:
+        """As :meth:`forward` without the entropy (None): what the learner needs of the policy before an update."""
+        logits, values = self._logits_and_values(input_ids, attention_mask)
+        scaled = logits[:, :-1].float() / temperature
+        logp = torch.log_softmax(scaled, dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+        return ForwardOut(logp=logp, entropy=None, values=values)
+
+    def _logits_and_values(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         out = self.policy(
             input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=self.value_head is not None
         )
-        logits = out.logits
-        scaled = logits[:, :-1].float() / temperature
-        logp = torch.log_softmax(scaled, dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-        entropy = entropy_from_logits(scaled)
         values = None
         if self.value_head is not None:
             values = self.value_head(out.hidden_states[-1][:, :-1]).squeeze(-1)
-        return ForwardOut(logp=logp, entropy=entropy, values=values)
+        return out.logits, values
