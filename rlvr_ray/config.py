@@ -108,6 +108,12 @@ class SFTConfig(_Section):
     """Steps between MLflow / progress-bar updates."""
 
 
+_SCORE_ONLY_ALGORITHMS = frozenset({"grpo", "dr_grpo", "rloo", "dapo"})
+"""Algorithms whose advantages read one score per sequence (mirrors rlvr_ray.algo.presets; a test checks it)."""
+_KL_IN_REWARD_ALGORITHMS = frozenset({"reinforce_pp"})
+"""Algorithms that put the KL penalty in the token rewards by definition (mirrors rlvr_ray.algo.presets)."""
+
+
 class TrainingConfig(_Section):
     """RL training; keeps every knob of the seed's ``training/rlvr_*.yaml`` under its seed name."""
 
@@ -159,14 +165,24 @@ class TrainingConfig(_Section):
     """Coefficient of the KL to the frozen reference policy; 0 disables it (and the reference model)."""
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
     """Estimator of KL(policy || reference) per token."""
-    kl_in_reward: bool = False
-    """Subtract the KL penalty from the reward (PPO style) instead of adding it to the loss."""
+    kl_in_reward: bool | None = None
+    """Subtract the per-token KL penalty from the reward (PPO / REINFORCE++ style) instead of adding it to the
+    loss. None takes the algorithm's own choice: in the reward for reinforce_pp, in the loss for the others.
+    Only ppo and reinforce_pp use token rewards; true with grpo, dr_grpo, rloo or dapo is rejected."""
     loss_agg_mode: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] | None = None
     """How token losses are aggregated; None takes the algorithm preset's choice."""
     entropy_coef: float = Field(0.0, ge=0)
     """Entropy bonus weight."""
     max_grad_norm: float = Field(1.0, gt=0)
     """Gradient clipping norm."""
+    is_cap: float = Field(2.0, gt=0)
+    """Off-policy correction (decoupled PPO): each token of a stale sample (behaviour policy older than the
+    learner) is weighted by min(pi_prox / pi_behaviour, is_cap), detached; on-policy samples get exactly 1."""
+    overlong_buffer: int = Field(8, ge=1)
+    """dapo only: soft overlong punishment. A completion longer than max_generation_length - overlong_buffer
+    loses overlong_penalty * (excess / overlong_buffer) of reward, up to overlong_penalty at the limit."""
+    overlong_penalty: float = Field(1.0, ge=0)
+    """dapo only: the largest overlong punishment (reached at max_generation_length tokens); 0 disables it."""
     temperature: float = Field(1.0, gt=0)
     """Sampling temperature of rollouts; logprobs are of the temperature-scaled policy."""
     top_p: float = Field(1.0, gt=0, le=1)
@@ -209,6 +225,32 @@ class TrainingConfig(_Section):
                 f"gradient_accumulation_steps {self.gradient_accumulation_steps}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _kl_placement(self) -> TrainingConfig:
+        if self.kl_in_reward and self.algorithm in _SCORE_ONLY_ALGORITHMS:
+            raise ValueError(
+                f"kl_in_reward=true has no effect with algorithm {self.algorithm} (its advantages use one score per "
+                "sequence, not token rewards); use kl_in_reward=false (KL in the loss) or algorithm ppo/reinforce_pp"
+            )
+        if self.kl_coef > 0 and self.kl_estimator == "k1" and not self.kl_in_reward_resolved:
+            raise ValueError(
+                "kl_estimator k1 in the loss has a zero-mean gradient (pure noise); use kl_in_reward=true "
+                "(ppo/reinforce_pp) or kl_estimator k2/k3"
+            )
+        if self.overlong_buffer > self.max_generation_length:
+            raise ValueError(
+                f"overlong_buffer {self.overlong_buffer} must be at most max_generation_length "
+                f"{self.max_generation_length}"
+            )
+        return self
+
+    @property
+    def kl_in_reward_resolved(self) -> bool:
+        """Whether the KL penalty goes into the token rewards (the explicit setting, else the algorithm's)."""
+        if self.kl_in_reward is not None:
+            return self.kl_in_reward
+        return self.algorithm in _KL_IN_REWARD_ALGORITHMS
 
     @property
     def prompts_per_step(self) -> int:
