@@ -719,6 +719,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="expected project step time; sets --project-eval-every when that is not given",
     )
     p.add_argument("--project-timeout-s", type=float, default=None, help="kill the project run after this")
+    p.add_argument("--eval-complexities", default=None, help="e.g. 1-6: held-out complexities of both sides")
     p.add_argument("--trl-threads", type=int, default=1)
     p.add_argument("--sides", default="trl,project", help="run only some sides (trl,project)")
     p.add_argument("--out", type=Path, default=Path("outputs/peer_trl"))
@@ -727,9 +728,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.smoke:
         args.config_name, args.budget_s, args.eval_every_s = "train_rlvr_test", 60.0, 20.0
         args.project_eval_every = args.project_eval_every or 3
+        args.project_timeout_s = args.project_timeout_s or 420.0
         args.out = args.out if args.out != Path("outputs/peer_trl") else Path("outputs/peer_trl_smoke")
     elif args.warm_start is None:
         p.error("--warm-start is required (or --smoke)")
+    if args.eval_complexities:
+        from rlvr_ray.eval import parse_complexities
+
+        try:
+            args.overrides.append(f"eval.complexities={parse_complexities(args.eval_complexities)}")
+        except ValueError as err:
+            p.error(str(err))
     if args.project_eval_every is None:
         args.project_eval_every = max(1, round(args.eval_every_s / args.project_step_s))
     args.project_timeout_s = args.project_timeout_s or args.budget_s * 2 + 600
