@@ -2,13 +2,18 @@
 
     sample prompts -> rollout -> verify -> advantages + update -> weight sync -> log / eval / checkpoint
 
-It runs on learner rank 0 inside the Ray Train worker group; other ranks run :func:`follow`, which mirrors the
-collective calls (the batch broadcast inside ``update`` and the Ray Train reports) on the same schedule.
+With ``training.max_staleness = k > 0`` the rollouts of the next ``k`` steps are submitted before the update, so the
+rollout actors generate while the learner trains (see :mod:`rlvr_ray.rollout.pipeline`); ``k = 0`` is the
+synchronous loop. It runs on learner rank 0 inside the Ray Train worker group; other ranks run :func:`follow`,
+which mirrors the collective calls (the batch broadcast inside ``update`` and the Ray Train reports) on the same
+schedule, told by rank 0 which step is the last.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
+import hashlib
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,20 +23,21 @@ import numpy as np
 
 from rlvr_ray.config import RunConfig
 from rlvr_ray.eval import evaluate, rows_to_metrics
-from rlvr_ray.learner.checkpoint import LoopState, save_checkpoint
+from rlvr_ray.learner.checkpoint import LoopState, report_step
 from rlvr_ray.learner.worker import LearnerRank, build_learner_rank
+from rlvr_ray.rollout.pipeline import RolloutBuffer, staleness_of
 from rlvr_ray.sync.push import make_weight_push
 from rlvr_ray.task.prompts import PromptSampler
 from rlvr_ray.task.vocab import Vocab
-from rlvr_ray.types import Completion, PromptBatch, SamplingSpec, ScoredBatch
+from rlvr_ray.types import Completion, PromptBatch, RolloutBatch, SamplingSpec, ScoredBatch
 
 
-def is_eval_step(cfg: RunConfig, step: int) -> bool:
-    return (step + 1) % cfg.training.eval_every == 0 or step + 1 == cfg.training.total_steps
+def is_eval_step(cfg: RunConfig, step: int, last: bool = False) -> bool:
+    return last or (step + 1) % cfg.training.eval_every == 0 or step + 1 == cfg.training.total_steps
 
 
-def is_checkpoint_step(cfg: RunConfig, step: int) -> bool:
-    return (step + 1) % cfg.training.checkpoint_every == 0 or step + 1 == cfg.training.total_steps
+def is_checkpoint_step(cfg: RunConfig, step: int, last: bool = False) -> bool:
+    return last or (step + 1) % cfg.training.checkpoint_every == 0 or step + 1 == cfg.training.total_steps
 
 
 class Timer:
@@ -47,6 +53,45 @@ class Timer:
         return result
 
 
+class TrainClock:
+    """RL wall time with held-out eval and checkpointing left out; carried across resumes."""
+
+    def __init__(self, already: float) -> None:
+        self.already, self.started, self.paused_s = already, time.monotonic(), 0.0
+
+    def total(self) -> float:
+        return self.already + time.monotonic() - self.started - self.paused_s
+
+    def pause(self, fn: Callable[[], Any]) -> Any:
+        start = time.monotonic()
+        try:
+            return fn()
+        finally:
+            self.paused_s += time.monotonic() - start
+
+
+class Progress:
+    """One plain line at most every ``every_s`` seconds (and on the last step): readable in a terminal and in
+    ``ray job logs``, where a redrawn bar turns into a line per update."""
+
+    def __init__(self, total: int, every_s: float = 15.0) -> None:
+        self.total, self.every_s, self.last_print = total, every_s, float("-inf")
+
+    def update(self, step: int, metrics: dict[str, float], last: bool) -> None:
+        now = time.monotonic()
+        if not last and now - self.last_print < self.every_s:
+            return
+        self.last_print = now
+        eval_part = f" held-out {metrics['eval/accuracy']:.3f}" if "eval/accuracy" in metrics else ""
+        print(
+            f"[rl] step {step + 1}/{self.total} reward {metrics['reward/mean']:.3f} "
+            f"train acc {metrics['train/accuracy']:.3f}{eval_part} {metrics['perf/step_s']:.2f} s/step "
+            f"staleness {metrics['async/staleness_mean']:.1f} train time {metrics['time/train_s']:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 class Controller:
     """Drives the RL loop on rank 0. Each collaborator got only its own config section when it was built."""
 
@@ -59,7 +104,7 @@ class Controller:
         self.state_on_cpu = cfg.sync.backend == "object_store"  # NCCL broadcasts straight from the GPU
         t = cfg.training
         self.sampler = PromptSampler(self.vocab, t.complexity_range, t.prompts_per_step, t.seed, t.max_prompt_length)
-        self.sampling = SamplingSpec(
+        sampling = SamplingSpec(
             n=t.group_size,
             temperature=t.temperature,
             top_p=t.top_p,
@@ -67,53 +112,62 @@ class Controller:
             stop_token_id=self.vocab.eoe,
             seed=t.seed,
         )
+        self.buffer = RolloutBuffer(
+            rollout_group, self.sampler.sample, sampling, t.max_staleness, prescore=verifier_pool.prescore
+        )
 
     def run(self, state: LoopState) -> None:
-        import ray.train
-        from ray.experimental.tqdm_ray import tqdm
-
-        total = self.cfg.training.total_steps
+        total, budget = self.cfg.training.total_steps, self.cfg.training.time_budget_s
+        if state.step > 0:
+            state.restarts += 1
         self.push_weights(self.learner.policy_state(self.state_on_cpu), state.step)  # engines may hold other weights
-        bar = tqdm(total=total, desc="rl")
-        bar.update(state.step)
+        self.buffer.restore(state.inflight)
+        clock, progress = TrainClock(state.train_seconds), Progress(total)
         for step in range(state.step, total):
-            metrics = self.step(step)
-            state.step = step + 1
-            if is_eval_step(self.cfg, step):
-                metrics.update(self.held_out_eval())
-                state.best_eval_accuracy = max(state.best_eval_accuracy, metrics["eval/accuracy"])
-            self.tracker.log_metrics(metrics, step)
-            bar.set_description(f"rl reward {metrics['reward/mean']:.3f} acc {metrics['train/accuracy']:.3f}")
-            bar.update(1)
-            if is_checkpoint_step(self.cfg, step):
-                save_checkpoint(self.cfg.output_dir, self.learner.learner, self.vocab, state)
-            if is_eval_step(self.cfg, step):
-                ray.train.report({**metrics, "step": step + 1, "best_eval_accuracy": state.best_eval_accuracy})
-        bar.close()
-        self.save_final_policy()
+            last = step + 1 == total or (budget is not None and clock.total() >= budget)
+            metrics = self.step(step, last, state)
+            state.step, state.train_seconds = step + 1, clock.total()
+            metrics.update({"time/train_s": state.train_seconds, "recovery/learner_restarts": float(state.restarts)})
+            clock.pause(functools.partial(self.after_step, step, metrics, last, state))
+            progress.update(step, metrics, last)
+            if last:
+                break
 
-    def step(self, step: int) -> dict[str, float]:
-        """One RL step; returns its metrics."""
+    def step(self, step: int, last: bool, state: LoopState) -> dict[str, float]:
+        """One RL step (the learner's weights are version ``step``); returns its metrics."""
         timer = Timer()
-        prompts: PromptBatch = timer.run("sample", self.sampler.sample, step)  # 1. prompt
-        sampling = dataclasses.replace(self.sampling, seed=self.sampling.seed * 1_000_003 + step)  # fresh per step
-        rollouts = timer.run("rollout", self.rollout.generate, prompts, sampling)  # 2. rollout
-        self.check_versions(rollouts.policy_version, expected=step)
-        scored: ScoredBatch = timer.run("verify", self.verifier.score, rollouts)  # 3. verify
-        stats = timer.run("update", self.learner.update, scored)  # 4. advantages + loss, 5. update
-        timer.run("sync", self.push_weights, self.learner.policy_state(self.state_on_cpu), step + 1)  # 6. weight sync
+        timer.run("submit", self.buffer.fill, step, self.cfg.training.total_steps - 1)  # 1. prompts + 2. rollout
+        rollouts, prescored = timer.run("wait_rollout", self.buffer.take, step, step)
+        scored: ScoredBatch = timer.run("verify", self.verifier.score, rollouts, prescored)  # 3. verify (streamed)
+        stats, _ = timer.run("update", self.learner.update, scored, step, last)  # 4. advantages + loss, 5. update
+        timer.run("sync", self.push_weights, self.learner.policy_state(self.state_on_cpu), step + 1)  # 6. sync
+        state.ledger.append(ledger_record(step, rollouts))
+        staleness, seconds = staleness_of(rollouts, step), timer.seconds
         return {
-            **batch_metrics(scored, rollouts.num_generated_tokens, timer.seconds),
+            **batch_metrics(scored, rollouts.num_generated_tokens, seconds),
             **stats,
-            "sync/version": step + 1,
+            # What each stage waits on: the learner on rollouts, verification and the engines taking the weights
+            # (which includes finishing a generation in flight); the engines on everything else.
+            "async/learner_wait_s": seconds["perf/wait_rollout_s"] + seconds["perf/verify_s"] + seconds["perf/sync_s"],
+            "async/rollout_idle_s": max(0.0, sum(seconds.values()) - rollouts.generate_seconds),
+            "async/staleness_mean": float(staleness.mean()),
+            "async/staleness_max": float(staleness.max()),
+            "async/refused_batches": float(self.buffer.refused),
+            "recovery/rollout_respawns": float(self.rollout.respawns),
+            "sync/engine_version": float(min(self.rollout.versions())),  # as the engines report it
         }
 
-    @staticmethod
-    def check_versions(versions: np.ndarray, expected: int) -> None:
-        if not np.all(versions == expected):
-            raise RuntimeError(
-                f"stale rollouts: generated by weight versions {sorted(set(versions.tolist()))}, expected {expected}"
-            )
+    def after_step(self, step: int, metrics: dict[str, float], last: bool, state: LoopState) -> None:
+        """Held-out eval, logging, checkpoint and Ray Train report of a finished step (off the train clock)."""
+        evaluate_now, save = is_eval_step(self.cfg, step, last), is_checkpoint_step(self.cfg, step, last)
+        if evaluate_now:
+            metrics.update(self.held_out_eval())
+            state.best_eval_accuracy = max(state.best_eval_accuracy, metrics["eval/accuracy"])
+        self.tracker.log_metrics(metrics, step)
+        if save:
+            state.inflight = self.buffer.snapshot()
+        if evaluate_now or save:
+            report_step(self.cfg, self.learner, self.vocab, state, metrics, save)
 
     def held_out_eval(self) -> dict[str, float]:
         """Greedy held-out accuracy per complexity, generated by the running engines (so it checks the sync too)."""
@@ -145,12 +199,32 @@ class Controller:
 
 def follow(cfg: RunConfig, learner: LearnerRank, state: LoopState) -> None:
     """Ranks > 0: train on each broadcast batch and join rank 0's Ray Train reports on the same steps."""
-    import ray.train
-
     for step in range(state.step, cfg.training.total_steps):
-        learner.update(None)
-        if is_eval_step(cfg, step):
-            ray.train.report({})
+        _, last = learner.update(None)
+        state.step = step + 1
+        save = is_checkpoint_step(cfg, step, last)
+        if is_eval_step(cfg, step, last) or save:
+            report_step(cfg, learner, None, state, {}, save)
+        if last:
+            break
+
+
+def ledger_record(step: int, rollouts: RolloutBatch) -> dict[str, Any]:
+    """What step ``step`` trained on: digests of its prompts (with answers) and of its samples, their versions."""
+    prompts, samples = hashlib.sha256(), hashlib.sha256()
+    first_of_group = np.unique(np.asarray(rollouts.group_ids), return_index=True)[1]
+    for index in first_of_group:
+        prompts.update(repr((rollouts.prompt_ids[index], int(rollouts.answers[index]))).encode())
+    for completion in rollouts.completion_ids:
+        samples.update(repr(completion).encode())
+    return {
+        "step": step,
+        "prompt_digest": prompts.hexdigest()[:16],
+        "sample_digest": samples.hexdigest()[:16],
+        "num_prompts": len(first_of_group),
+        "num_samples": len(rollouts),
+        "behaviour_versions": sorted(set(np.asarray(rollouts.policy_version).tolist())),
+    }
 
 
 def batch_metrics(scored: ScoredBatch, generated_tokens: int, seconds: dict[str, float]) -> dict[str, float]:
@@ -168,7 +242,8 @@ def batch_metrics(scored: ScoredBatch, generated_tokens: int, seconds: dict[str,
     metrics["rollout/response_length_mean"] = float(lengths.mean())
     metrics.update(seconds)
     metrics["perf/step_s"] = sum(seconds.values())
-    metrics["perf/rollout_tokens_per_s"] = generated_tokens / max(seconds.get("perf/rollout_s", 0.0), 1e-9)
+    metrics["perf/rollout_tokens_per_s"] = generated_tokens / max(r.generate_seconds, 1e-9)
+    metrics["perf/rollout_generate_s"] = r.generate_seconds
     metrics.update(scored.verifier_stats)
     return metrics
 
@@ -185,9 +260,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     learner_rank, state = build_learner_rank(cfg, config["init_dir"], rank, world)
     if rank == 0:
-        from rlvr_ray.policy import load_vocab
+        from rlvr_ray.policy import load_vocab, materialize_policy
 
-        vocab = load_vocab(config["init_dir"])
+        vocab = load_vocab(materialize_policy(config["init_dir"]))
         Controller(cfg, vocab, learner_rank, config["rollout_group"], config["verifier_pool"], config["tracker"]).run(
             state
         )

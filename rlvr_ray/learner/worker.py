@@ -9,12 +9,15 @@ knows the order of the stages; this module knows nothing of it.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import torch
 from torch import nn
 
 from rlvr_ray.config import RunConfig
 from rlvr_ray.learner.batch import TrainBatch, build_train_batch, shard_by_groups
-from rlvr_ray.learner.checkpoint import LoopState, latest_checkpoint, load_trainer_state, restore_learner
+from rlvr_ray.learner.checkpoint import LoopState, load_trainer_state, restore_learner, resume_checkpoint
 from rlvr_ray.learner.learner import Learner
 from rlvr_ray.learner.model import PolicyWithValue
 from rlvr_ray.types import ScoredBatch
@@ -26,15 +29,20 @@ class LearnerRank:
     def __init__(self, learner: Learner, rank: int, world: int, pad_id: int, device: torch.device) -> None:
         self.learner, self.rank, self.world, self.pad_id, self.device = learner, rank, world, pad_id, device
 
-    def update(self, scored: ScoredBatch | None) -> dict[str, float]:
-        """Rank 0 passes the scored batch, other ranks None; every rank trains on its share of whole groups."""
-        batch = build_train_batch(scored, self.pad_id) if scored is not None else None
+    def update(
+        self, scored: ScoredBatch | None, version: int = 0, last: bool = False
+    ) -> tuple[dict[str, float], bool]:
+        """Rank 0 passes the scored batch, the learner's weight version (staleness is measured from it) and whether
+        this is the run's last step, other ranks None; every rank trains on its share of whole groups and returns
+        its stats and rank 0's ``last`` flag."""
+        batch = build_train_batch(scored, self.pad_id, version) if scored is not None else None
         if self.world > 1:
-            box: list[TrainBatch | None] = [batch]
+            box: list[tuple[TrainBatch | None, bool]] = [(batch, last)]
             torch.distributed.broadcast_object_list(box, src=0)
-            batch = shard_by_groups(box[0], self.rank, self.world)  # type: ignore[arg-type]
+            whole, last = box[0]
+            batch = shard_by_groups(whole, self.rank, self.world)  # type: ignore[arg-type]
         assert batch is not None
-        return self.learner.update(batch.to(self.device), self.world)
+        return self.learner.update(batch.to(self.device), self.world), last
 
     def policy_state(self, on_cpu: bool = True) -> dict[str, torch.Tensor]:
         """HF-named policy weights (what the engines load): CPU copies, or the live tensors for an NCCL broadcast."""
@@ -44,16 +52,23 @@ class LearnerRank:
         return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
 
 
-def build_learner_rank(cfg: RunConfig, init_dir: str, rank: int, world: int) -> tuple[LearnerRank, LoopState]:
-    """Policy from the latest checkpoint (or ``init_dir``), reference from ``init_dir``, DDP via Ray Train."""
+def build_learner_rank(cfg: RunConfig, init_dir: Any, rank: int, world: int) -> tuple[LearnerRank, LoopState]:
+    """Policy from the checkpoint to resume (see :func:`resume_checkpoint`) or ``init_dir``, reference from
+    ``init_dir`` (a local path, or a packed policy / object ref to one: materialised here), DDP via Ray Train."""
+    import tempfile
+
     import ray.train.torch
 
     from rlvr_ray.algo.presets import get_preset
-    from rlvr_ray.policy import load_policy, load_vocab
+    from rlvr_ray.policy import load_policy, load_vocab, materialize_policy
 
-    checkpoint = latest_checkpoint(cfg.output_dir) if cfg.resume else None
-    policy_dir = str(checkpoint / "policy") if checkpoint is not None else init_dir
-    module = PolicyWithValue(load_policy(policy_dir), with_value_head=get_preset(cfg.training.algorithm).use_critic)
+    init_dir = materialize_policy(init_dir)
+    checkpoint = resume_checkpoint(cfg)
+    with tempfile.TemporaryDirectory(prefix="rlvr_resume_", ignore_cleanup_errors=True) as tmp:
+        local = checkpoint.to_directory(tmp) if checkpoint is not None else None
+        policy_dir = str(Path(local) / "policy") if local is not None else init_dir
+        module = PolicyWithValue(load_policy(policy_dir), with_value_head=get_preset(cfg.training.algorithm).use_critic)
+        trainer_state = load_trainer_state(local) if local is not None else None
     reference = load_policy(init_dir) if cfg.training.kl_coef > 0 else None
     device = ray.train.torch.get_device()
     if reference is not None:
@@ -61,6 +76,6 @@ def build_learner_rank(cfg: RunConfig, init_dir: str, rank: int, world: int) -> 
     wrapped = ray.train.torch.prepare_model(module) if world > 1 or device.type != "cpu" else module
     learner = Learner(cfg.training, module, wrapped, reference)
     state = LoopState()
-    if checkpoint is not None:
-        state = restore_learner(learner, load_trainer_state(checkpoint))
+    if trainer_state is not None:
+        state = restore_learner(learner, trainer_state)
     return LearnerRank(learner, rank, world, load_vocab(init_dir).pad, device), state

@@ -12,6 +12,7 @@ dropped silently.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -48,7 +49,9 @@ class RolloutWorker:
         import torch
 
         torch.set_num_threads(cfg.torch_threads)
-        self.engine = make_engine(cfg, model_dir, seed)
+        from rlvr_ray.policy import materialize_policy  # a packed policy (other host) -> a local directory
+
+        self.engine = make_engine(cfg, materialize_policy(model_dir), seed)
         self._version = 0
 
     def ready(self) -> bool:
@@ -133,6 +136,7 @@ class RolloutGroup:
         self.seed = seed
         self._actor_class = actor_class if actor_class is not None else RolloutActor
         self._latest: tuple[ray.ObjectRef, int] | None = None
+        self.respawns = 0  # actors replaced (dead, or stuck past a deadline) by this copy of the group
         self.actors: list[ActorHandle] = [self._spawn(index) for index in range(cfg.num_actors)]
         ray.get([actor.ready.remote() for actor in self.actors], timeout=STARTUP_TIMEOUT_S)
 
@@ -157,11 +161,21 @@ class RolloutGroup:
             >>> len(rollouts), rollouts.group_ids.tolist()
             (4, [0, 0, 1, 1])
         """
-        started = time.perf_counter()
+        return self.collect(self.submit(prompts, spec))
+
+    def submit(self, prompts: PromptBatch, spec: SamplingSpec) -> PendingRollout:
+        """Start generating without waiting: the actors work while the caller does something else (the learner
+        updates). Actor tasks run in submission order, so a later weight sync lands after this generation.
+        ``collect`` returns the batch; a dead actor's share is re-run there."""
         shares = _split_evenly(len(prompts), len(self.actors))
-        results = self._run_shares(prompts.prompt_ids, shares, spec)
-        batch = _assemble(prompts, shares, results, spec.n)
-        batch.generate_seconds = time.perf_counter() - started
+        refs = {self._submit(prompts.prompt_ids, share, spec): share for share in shares}
+        return PendingRollout(prompts, spec, shares, refs, time.perf_counter())
+
+    def collect(self, pending: PendingRollout) -> RolloutBatch:
+        """Wait for a submitted generation (re-running the shares of actors that died) and assemble it."""
+        results = self._run_shares(pending)
+        batch = _assemble(pending.prompts, pending.shares, results, pending.spec.n)
+        batch.generate_seconds = max((seconds for _, _, seconds in results.values()), default=0.0)
         return batch
 
     def sync(self, state_dict: Mapping[str, torch.Tensor], version: int, deadline_s: float | None = None) -> None:
@@ -230,6 +244,9 @@ class RolloutGroup:
         """Kill actor ``index`` (if still around) and start a fresh one; queue the latest weights on it."""
         ray.kill(self.actors[index])
         self.actors[index] = self._spawn(index)
+        self.respawns += 1
+        version = "none" if self._latest is None else self._latest[1]
+        print(f"[rollout] actor {index} died or hung; respawned it with weight version {version}", file=sys.stderr)
         if load_latest and self._latest is not None:
             # Queued before any generate on this actor, so it runs on the latest weights (actor tasks run in order).
             self.actors[index].update_weights.remote(*self._latest)
@@ -238,23 +255,23 @@ class RolloutGroup:
         share_spec = dataclasses.replace(spec, seed=derive_seed(spec.seed, share.start))
         return self.actors[share.actor_index].generate.remote(prompt_ids[share.start : share.stop], share_spec)
 
-    def _run_shares(
-        self, prompt_ids: list[list[int]], shares: list[_Share], spec: SamplingSpec
-    ) -> dict[_Share, tuple[list[Completion], int, float]]:
-        """Every share's actor result; dead actors are replaced and their share re-run (at most MAX_ATTEMPTS)."""
-        timeout = self.cfg.generate_timeout_s
-        pending = {self._submit(prompt_ids, share, spec): share for share in shares}
-        deadlines = {ref: time.monotonic() + timeout for ref in pending}
-        attempts = dict.fromkeys(shares, 1)
+    def _run_shares(self, pending: PendingRollout) -> dict[_Share, tuple[list[Completion], int, float]]:
+        """Every share's actor result; dead actors are replaced and their share re-run (at most MAX_ATTEMPTS).
+
+        The timeout of a share counts from this call (the caller may have overlapped other work with it)."""
+        timeout, prompt_ids, spec = self.cfg.generate_timeout_s, pending.prompts.prompt_ids, pending.spec
+        refs = dict(pending.refs)
+        deadlines = {ref: time.monotonic() + timeout for ref in refs}
+        attempts = dict.fromkeys(pending.shares, 1)
         results: dict[_Share, tuple[list[Completion], int, float]] = {}
-        while pending:
-            wait_s = max(0.0, min(deadlines[ref] for ref in pending) - time.monotonic())
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=wait_s)
+        while refs:
+            wait_s = max(0.0, min(deadlines[ref] for ref in refs) - time.monotonic())
+            done, _ = ray.wait(list(refs), num_returns=1, timeout=wait_s)
             if not done:
-                self._fail_overdue(pending, deadlines, timeout)
+                self._fail_overdue(refs, deadlines, timeout)
                 continue
             ref = done[0]
-            share = pending.pop(ref)
+            share = refs.pop(ref)
             try:
                 results[share] = ray.get(ref)
             except RayActorError as err:
@@ -266,7 +283,7 @@ class RolloutGroup:
                 attempts[share] += 1
                 self._replace(share.actor_index)
                 retry = self._submit(prompt_ids, share, spec)
-                pending[retry], deadlines[retry] = share, time.monotonic() + timeout
+                refs[retry], deadlines[retry] = share, time.monotonic() + timeout
         return results
 
     def _fail_overdue(
@@ -279,6 +296,17 @@ class RolloutGroup:
             self._replace(share.actor_index)
         described = ", ".join(f"actor {s.actor_index} (prompts {s.start}:{s.stop})" for s in overdue)
         raise RolloutError(f"generate did not finish within rollout.generate_timeout_s={timeout:g}s: {described}")
+
+
+@dataclass
+class PendingRollout:
+    """A generation in flight: the prompts, the sampling spec, each share's ObjectRef."""
+
+    prompts: PromptBatch
+    spec: SamplingSpec
+    shares: list[_Share]
+    refs: dict[Any, _Share]
+    submitted_at: float
 
 
 def _split_evenly(num_prompts: int, num_actors: int) -> list[_Share]:

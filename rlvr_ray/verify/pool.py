@@ -27,7 +27,7 @@ import ray
 from ray.exceptions import RayError
 
 from rlvr_ray.config import VerifierConfig
-from rlvr_ray.types import RolloutBatch, ScoredBatch, Scores
+from rlvr_ray.types import Completion, RolloutBatch, ScoredBatch, Scores
 
 Scorer = Callable[[list[list[int]], list[list[int]], Sequence[int]], Scores]
 """(prompt_ids [N], completion_ids [N], answers [N]) -> Scores with [N] arrays."""
@@ -69,6 +69,19 @@ class VerifierWorker:
     def score(self, prompt_ids: list[list[int]], completion_ids: list[list[int]], answers: Sequence[int]) -> Scores:
         """The scorer applied to N aligned (prompt, completion, answer) triples."""
         return self._scorer(prompt_ids, completion_ids, answers)
+
+    def score_share(
+        self, share: tuple[list[Completion], int, float], prompt_ids: list[list[int]], answers: Sequence[int]
+    ) -> Scores:
+        """Streaming: score one rollout actor's share as soon as it is generated. ``share`` is the actor's
+        ``generate`` result (Ray resolves the ObjectRef passed in, so this task starts when generation ends);
+        ``prompt_index`` of each completion is local to ``prompt_ids``."""
+        completions = share[0]
+        return self._scorer(
+            [prompt_ids[c.prompt_index] for c in completions],
+            [c.token_ids for c in completions],
+            [int(answers[c.prompt_index]) for c in completions],
+        )
 
 
 VerifierActor = ray.remote(VerifierWorker)
@@ -155,8 +168,13 @@ class VerifierPool:
     # ------------------------------------------------------------------------------------------------------------
     # Public API
 
-    def score(self, rollouts: RolloutBatch) -> ScoredBatch:
+    def score(self, rollouts: RolloutBatch, prescored: list[Any] | None = None) -> ScoredBatch:
         """Score every completion; scores come back in the batch's order.
+
+        ``prescored``: the refs :meth:`prescore` returned for this batch's generation. When every one of them holds
+        well-formed scores within ``cfg.deadline_s``, those are the batch's scores (``verify/streamed`` = 1);
+        otherwise (a share was re-generated after a rollout actor died, a verifier died or hung) the whole batch
+        is scored again below, with the usual deadlines, respawns and retries.
 
         Returns a :class:`ScoredBatch` whose ``verifier_stats`` are ``verify/timeouts`` (fraction of chunks that
         timed out at least once), ``verify/retries``, ``verify/errors`` (attempts that raised or whose actor
@@ -182,6 +200,11 @@ class VerifierPool:
             raise VerifierError("the verifier pool is shut down")
         _check_aligned(rollouts)
         started = time.monotonic()
+        if prescored:
+            streamed = self._streamed_scores(prescored, len(rollouts))
+            if streamed is not None:
+                stats = {**_stats(_Counters(), 0, time.monotonic() - started), "verify/streamed": 1.0}
+                return ScoredBatch(rollouts, streamed, stats)
         run = _Run(rollouts, deque(self._chunks(len(rollouts))), deque(self._ready_slots()))
         num_chunks = len(run.pending)
         try:
@@ -194,7 +217,36 @@ class VerifierPool:
                 self._respawn(attempt.slot, run.counters)
             raise
         scores = _concatenate([run.results[i] for i in range(num_chunks)])
-        return ScoredBatch(rollouts, scores, _stats(run.counters, num_chunks, time.monotonic() - started))
+        stats = {**_stats(run.counters, num_chunks, time.monotonic() - started), "verify/streamed": 0.0}
+        return ScoredBatch(rollouts, scores, stats)
+
+    def _streamed_scores(self, refs: list[Any], expected: int) -> Scores | None:
+        """The streamed shares' scores joined in share order, or None when any is missing, late or malformed."""
+        _, late = ray.wait(refs, num_returns=len(refs), timeout=self._cfg.deadline_s)
+        if late:
+            return None
+        try:
+            parts = ray.get(refs)
+        except RayError:
+            return None
+        if not all(isinstance(p, Scores) for p in parts):
+            return None
+        joined = _concatenate(parts)
+        if any(len(getattr(joined, f.name)) != expected for f in dataclasses.fields(Scores)):
+            return None
+        return joined
+
+    def prescore(self, pending: Any) -> list[Any]:
+        """Streaming scoring of a generation in flight (a ``PendingRollout``): one task per rollout share, queued
+        now on the verifier actors in turn; each starts the moment its share is generated, while the caller (the
+        learner) is busy. Pass the returned refs to :meth:`score` with the collected batch."""
+        refs = []
+        answers = np.asarray(pending.prompts.answers)
+        for index, (share_ref, share) in enumerate(pending.refs.items()):
+            actor = self._actors[index % len(self._actors)]
+            prompt_ids = pending.prompts.prompt_ids[share.start : share.stop]
+            refs.append(actor.score_share.remote(share_ref, prompt_ids, answers[share.start : share.stop].tolist()))
+        return refs
 
     def shutdown(self) -> None:
         """Kill every actor; the pool cannot score afterwards. Safe to call twice.
