@@ -1,78 +1,66 @@
-"""Multi-node placement for real on one machine: a Ray head and a second Ray node with different custom resources
-(like two KubeRay worker groups), the test config submitted with `ray job submit` and its role overrides, then
-Ray's state API shows the rollout actors on one node and the Ray Train workers on the other.
+"""Hosts that share nothing but the network: a Ray head and a Ray worker node, each in its own network and mount
+namespace (tests/cluster/netns.py), an MLflow tracking server on a third such host, and the test process outside
+all of them submitting `ray job submit --working-dir . -- python -m rlvr_ray.main --config-name train_rlvr_test`
+to the head's namespaced address.
 
-Everything binds to 127.0.0.1 on free ports with a private --temp-dir; both nodes are stopped by killing exactly
-the processes of that temp dir (never `ray stop`, which would stop other Ray instances on the machine).
+Checkpoints go to the storage URI (the one directory every host sees at the same path, modelling object storage);
+everything else a host writes is private to it. The results reach the submitter through MLflow only: the run, the
+eval table, the ledger and the final policy, which rlvr_ray.eval then loads. Ray's state API shows the rollout and
+verifier actors on the worker host and the Ray Train worker on the head, as their custom resources say.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ray_nodes import main_entrypoint, start_head, start_worker, stop_nodes, submit_job
+from netns_evidence import EVAL_TABLE_ARTIFACT, check_ledger, download, finished_run, load_final_policy, read_ledger
+from netns_ray import Cluster, actor_hosts, job_logs, main_entrypoint, netns_cluster, submit, wait_job
 
-pytestmark = pytest.mark.slow
+from rlvr_ray.config import load_config
 
-HEAD_RESOURCES = {"learner": 1}  # the "learner group"; the job driver runs here too, as on a KubeRay head
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+HEAD_RESOURCES = {"learner": 1}  # the "learner group"; job drivers run on the head, as on a KubeRay head
 WORKER_RESOURCES = {"rollout": 1, "verifier": 2}  # the "rollout + verifier group"
-ROLE_OVERRIDES = ["rollout.resource=rollout", "learner.resource=learner", "verifier.resource=verifier"]
+ROLE_OVERRIDES = ("rollout.resource=rollout", "learner.resource=learner", "verifier.resource=verifier")
 
 
 @pytest.fixture
-def two_node_cluster() -> Iterator[dict[str, str]]:
-    """A head (resource `learner`) and a second node (`rollout`, `verifier`), both on 127.0.0.1."""
-    temp_dir = tempfile.mkdtemp(prefix="rlvr-mn-", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
-    try:
-        dashboard, gcs = start_head(temp_dir, HEAD_RESOURCES)
-        start_worker(gcs, WORKER_RESOURCES)
-        yield {"dashboard": dashboard, "temp_dir": temp_dir}
-    finally:
-        stop_nodes(temp_dir)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    with netns_cluster(tmp_path / "hosts", HEAD_RESOURCES, {"w1": WORKER_RESOURCES}) as running:
+        yield running
 
 
-def node_with(resource: str, address: str) -> str:
-    from ray.util.state import list_nodes
+def test_job_from_outside_trains_on_hosts_sharing_only_the_network(cluster: Cluster, tmp_path: Path) -> None:
+    name = "multihost"
+    submit(cluster, name, main_entrypoint(cluster, name, *ROLE_OVERRIDES))
+    status = wait_job(cluster, name, timeout_s=780)
+    logs = job_logs(cluster, name)
+    assert status == "SUCCEEDED", f"job {status}:\n{logs[-8000:]}\n{cluster.diagnostics()}"
+    assert "held-out greedy exact-answer accuracy (before -> after RL)" in logs
 
-    alive = [node for node in list_nodes(address=address, detail=True) if node.state == "ALIVE"]
-    nodes = [node for node in alive if resource in node.resources_total]
-    assert len(nodes) == 1, f"expected one node with {resource}, got {nodes}"
-    return nodes[0].node_id
+    placed = actor_hosts(cluster)
+    worker_ip, head_ip = cluster.workers["w1"].ip, cluster.head.ip
+    by_role = {
+        role: set().union(*(ips for cls, ips in placed.items() if role in cls))
+        for role in ("Rollout", "Verifier", "RayTrainWorker")
+    }
+    assert by_role == {"Rollout": {worker_ip}, "Verifier": {worker_ip}, "RayTrainWorker": {head_ip}}, placed
 
+    # Private hosts: the run's outputs exist on the head only; the worker host wrote none of them.
+    assert (cluster.head.root / "runs" / name).is_dir()
+    assert not (cluster.workers["w1"].root / "runs").exists()
 
-def actor_nodes(address: str) -> dict[str, set[str]]:
-    """class name -> node ids of its actors (alive or dead: the state API keeps finished actors)."""
-    from ray.util.state import list_actors
-
-    placed: dict[str, set[str]] = {}
-    for actor in list_actors(address=address, detail=True, limit=10000, raise_on_missing_output=False):
-        if actor.node_id:
-            placed.setdefault(actor.class_name, set()).add(actor.node_id)
-    return placed
-
-
-@pytest.mark.timeout(1200)
-def test_roles_land_on_the_nodes_their_resources_name(
-    two_node_cluster: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    cluster = two_node_cluster
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    entrypoint = main_entrypoint(tmp_path, *ROLE_OVERRIDES)
-    job = submit_job(cluster["dashboard"], entrypoint, timeout=1100)
-    assert job.returncode == 0 and "succeeded" in job.stdout, f"job failed:\n{job.stdout[-6000:]}\n{job.stderr[-3000:]}"
-    assert (tmp_path / "run" / "final_policy").is_dir()
-
-    head, worker = node_with("learner", cluster["dashboard"]), node_with("rollout", cluster["dashboard"])
-    assert head != worker
-    placed = actor_nodes(cluster["dashboard"])
-    rollout = set().union(*(nodes for name, nodes in placed.items() if "Rollout" in name))
-    learner = set().union(*(nodes for name, nodes in placed.items() if "RayTrainWorker" in name))
-    verifier = set().union(*(nodes for name, nodes in placed.items() if "Verifier" in name))
-    assert rollout == {worker}, f"rollout actors on {rollout}; classes seen: {sorted(placed)}"
-    assert learner == {head}, f"Ray Train workers on {learner}; classes seen: {sorted(placed)}"
-    assert verifier == {worker}
+    # Everything the laptop needs, through MLflow only.
+    laptop = tmp_path / "laptop"
+    run = finished_run(cluster.tracking_uri, name)
+    cfg = load_config("train_rlvr_test", list(ROLE_OVERRIDES))
+    check_ledger(
+        read_ledger(cluster.tracking_uri, run.info.run_id, laptop), cfg.training.total_steps, cfg.training.batch_size
+    )
+    table = download(cluster.tracking_uri, run.info.run_id, EVAL_TABLE_ARTIFACT, laptop).read_text()
+    assert "before" in table and "after" in table
+    assert "eval/accuracy" in run.data.metrics and "reward/mean" in run.data.metrics
+    load_final_policy(cluster.tracking_uri, run.info.run_id, laptop)

@@ -1,0 +1,125 @@
+"""Kill real processes of a running job by pid (SIGKILL, no warning), found through Ray's state API, and check what
+the run logged afterwards (through MLflow only).
+
+Hosts share no PID namespace with the test process, only network and mount namespaces differ, so a pid the state
+API reports is a pid of this machine.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from netns_evidence import (
+    check_ledger,
+    finished_run,
+    load_final_policy,
+    metric_values,
+    read_ledger,
+    runs_named,
+    wait_for_step,
+)
+from netns_ray import Cluster, job_logs, job_status, main_entrypoint, submit, wait_job
+
+from rlvr_ray.config import load_config
+
+RUN_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class Victim:
+    pid: int
+    node_ip: str
+    what: str
+
+
+def alive_actors(cluster: Cluster, class_part: str) -> list[Victim]:
+    """ALIVE actors whose class name contains ``class_part``, with their pid and host address."""
+    from ray.util.state import list_actors, list_nodes
+
+    ip_of = {node.node_id: node.node_ip for node in list_nodes(address=cluster.dashboard, limit=1000)}
+    actors = list_actors(
+        address=cluster.dashboard,
+        filters=[("state", "=", "ALIVE")],
+        detail=True,
+        limit=10000,
+        raise_on_missing_output=False,
+    )
+    return [
+        Victim(int(a.pid), ip_of.get(a.node_id, "?"), f"{a.class_name} {a.actor_id[:12]}")
+        for a in actors
+        if class_part in a.class_name and a.pid
+    ]
+
+
+def sigkill(victim: Victim) -> Victim:
+    os.kill(victim.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{victim.pid}").exists() and _state(victim.pid) != "Z" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return victim
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
+
+
+def kill_actor(cluster: Cluster, class_part: str) -> Victim:
+    """SIGKILL one live actor of that class (the first the state API lists)."""
+    victims = alive_actors(cluster, class_part)
+    assert victims, f"no ALIVE actor with {class_part!r} in its class name"
+    return sigkill(victims[0])
+
+
+def kill_driver(cluster: Cluster, submission_id: str) -> Victim:
+    """SIGKILL the job's driver process (``python -m rlvr_ray.main`` on the head)."""
+    from ray.job_submission import JobSubmissionClient
+
+    info = JobSubmissionClient(cluster.dashboard).get_job_info(submission_id)
+    assert info.driver_info is not None and info.driver_info.pid, f"job {submission_id} has no driver yet: {info}"
+    return sigkill(Victim(int(info.driver_info.pid), info.driver_info.node_ip_address, "job driver"))
+
+
+def run_and_inject(
+    cluster: Cluster, name: str, at_step: int, inject: Callable[[], Victim], overrides: Sequence[str] = ()
+) -> tuple[Victim, str]:
+    """Submit the test config, wait until step ``at_step`` is logged, inject the fault; returns the victim and the
+    job's final status."""
+    submit(cluster, name, main_entrypoint(cluster, name, *overrides))
+    wait_for_step(
+        cluster.tracking_uri,
+        name,
+        at_step,
+        RUN_TIMEOUT_S,
+        lambda: f"{job_status(cluster, name)}\n{job_logs(cluster, name)[-6000:]}",
+    )
+    victim = inject()
+    return victim, wait_job(cluster, name, RUN_TIMEOUT_S)
+
+
+def expected_steps(overrides: Sequence[str] = ()) -> tuple[int, int]:
+    """(total steps, samples per step) of the test config."""
+    training = load_config("train_rlvr_test", list(overrides)).training
+    return training.total_steps, training.batch_size
+
+
+def check_outcome(cluster: Cluster, name: str, laptop: Path, recovery_metrics: Sequence[str]) -> dict[str, Any]:
+    """The run finished with every step trained exactly once in the final weights' lineage, the recovery shows in
+    its metrics, and its final policy loads; returns the facts for further checks."""
+    run = finished_run(cluster.tracking_uri, name)
+    total, per_step = expected_steps()
+    digests = check_ledger(read_ledger(cluster.tracking_uri, run.info.run_id, laptop), total, per_step)
+    run_ids = [r.info.run_id for r in runs_named(cluster.tracking_uri, name)]
+    if recovery_metrics:  # a resubmitted job shows its recovery in the ledger and logged steps instead
+        recoveries = metric_values(cluster.tracking_uri, run_ids, recovery_metrics)
+        assert recoveries and max(recoveries) > 0, f"no recovery in metrics {list(recovery_metrics)}: {recoveries}"
+    load_final_policy(cluster.tracking_uri, run.info.run_id, laptop)
+    return {"run": run, "run_ids": run_ids, "digests": digests}
