@@ -11,7 +11,10 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rlvr_ray.config import RunConfig
 
 LEDGER_ARTIFACT = "ledger.json"
 POLICY_ARTIFACT = "final_policy"
@@ -79,21 +82,50 @@ def wait_for_step(tracking_uri: str, run_name: str, step: int, timeout_s: float,
         time.sleep(1.0)
 
 
-def check_ledger(ledger: Sequence[dict[str, Any]], total_steps: int, samples_per_step: int) -> list[str]:
-    """Every step exactly once, in order; every step a distinct prompt set and a full batch of samples.
+def uninterrupted_digests(cfg: RunConfig) -> list[str]:
+    """The ledger's prompt digest of every step of an uninterrupted run of ``cfg``: the prompt stream is a pure
+    function of (seed, step), so this computes them with the controller's own ledger_record on the sampled prompts
+    instead of running the job a second time."""
+    import numpy as np
 
-    Returns the prompt digests (step order) for comparison with an uninterrupted run."""
+    from rlvr_ray.controller import ledger_record
+    from rlvr_ray.task.prompts import PromptSampler
+    from rlvr_ray.task.vocab import Vocab
+    from rlvr_ray.types import RolloutBatch
+
+    t, task = cfg.training, cfg.generative_process
+    sampler = PromptSampler(Vocab(task.p, tuple(task.operators)), t.complexity_range, t.prompts_per_step, t.seed,
+                            t.max_prompt_length)  # fmt: skip
+    digests = []
+    for step in range(t.total_steps):
+        batch = sampler.sample(step)
+        size = len(batch)
+        one_sample_each = RolloutBatch(
+            prompt_ids=list(batch.prompt_ids), completion_ids=[[]] * size, logprobs=[[]] * size,
+            group_ids=np.arange(size), answers=np.asarray(batch.answers), complexities=np.asarray(batch.complexities),
+            policy_version=np.zeros(size, np.int64),
+        )  # fmt: skip
+        digests.append(str(ledger_record(step, one_sample_each)["prompt_digest"]))
+    return digests
+
+
+def check_ledger(ledger: Sequence[dict[str, Any]], cfg: RunConfig) -> None:
+    """Every step exactly once, in order, each on the prompts an uninterrupted run trains on at that step (so no
+    prompt lost or trained twice), with a full batch of samples from weights no newer than the step's own."""
+    total_steps, samples_per_step = cfg.training.total_steps, cfg.training.batch_size
     steps = [record["step"] for record in ledger]
     assert steps == list(range(total_steps)), f"ledger steps {steps}, expected 0..{total_steps - 1} once each"
     digests = [str(record["prompt_digest"]) for record in ledger]
     assert len(set(digests)) == len(digests), f"two steps trained on the same prompts: {digests}"
+    assert digests == uninterrupted_digests(cfg), "prompt digests differ from those of an uninterrupted run"
+    sample_digests = [record.get("sample_digest") for record in ledger]
+    assert None in sample_digests or len(set(sample_digests)) == total_steps, f"samples reused: {sample_digests}"
     samples = [record["num_samples"] for record in ledger]
     assert samples == [samples_per_step] * total_steps, f"samples per step {samples}, expected {samples_per_step}"
     for record in ledger:
         versions = record["behaviour_versions"]
         assert versions, f"step {record['step']}: no behaviour versions"
         assert all(int(v) <= int(record["step"]) for v in versions), f"step {record['step']}: versions {versions}"
-    return digests
 
 
 def load_final_policy(tracking_uri: str, run_id: str, dst: Path) -> list[Any]:

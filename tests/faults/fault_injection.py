@@ -105,21 +105,14 @@ def run_and_inject(
     return victim, wait_job(cluster, name, RUN_TIMEOUT_S)
 
 
-def expected_steps(overrides: Sequence[str] = ()) -> tuple[int, int]:
-    """(total steps, samples per step) of the test config."""
-    training = load_config("train_rlvr_test", list(overrides)).training
-    return training.total_steps, training.batch_size
-
-
 def check_outcome(cluster: Cluster, name: str, laptop: Path, recovery_metrics: Sequence[str]) -> dict[str, Any]:
     """The run finished with every step trained exactly once in the final weights' lineage, the recovery shows in
     its metrics, and its final policy loads; returns the facts for further checks."""
     run = finished_run(cluster.tracking_uri, name)
-    total, per_step = expected_steps()
-    digests = check_ledger(read_ledger(cluster.tracking_uri, run.info.run_id, laptop), total, per_step)
+    check_ledger(read_ledger(cluster.tracking_uri, run.info.run_id, laptop), load_config("train_rlvr_test", []))
     run_ids = [r.info.run_id for r in runs_named(cluster.tracking_uri, name)]
     if recovery_metrics:  # a resubmitted job shows its recovery in the ledger and logged steps instead
         recoveries = metric_values(cluster.tracking_uri, run_ids, recovery_metrics)
         assert recoveries and max(recoveries) > 0, f"no recovery in metrics {list(recovery_metrics)}: {recoveries}"
     load_final_policy(cluster.tracking_uri, run.info.run_id, laptop)
-    return {"run": run, "run_ids": run_ids, "digests": digests}
+    return {"run": run, "run_ids": run_ids}
