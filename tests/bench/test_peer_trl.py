@@ -4,6 +4,7 @@ settings, prompt text round trip through the saved tokenizer, and the reward fun
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -269,3 +270,41 @@ def test_every_trl_setting_has_a_converter() -> None:
     import dataclasses
 
     assert {str(f.type) for f in dataclasses.fields(peer.TrlSettings)} <= set(peer._CONVERT)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# reading a real MLflow run, and the report files
+
+
+def test_read_histories_from_a_real_sqlite_mlflow_run(tmp_path: Path) -> None:
+    from rlvr_ray.tracking import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker.start(uri, "peer-test", "run")
+    for step in range(6):
+        metrics = {"time/train_s": 2.0 * (step + 1), "perf/step_s": 1.5}
+        if step % 3 == 2:
+            metrics.update({"eval/accuracy_k1": 0.5 + 0.1 * step, "eval/accuracy_k2": 0.2})
+        tracker.log_metrics(metrics, step)
+    keys = ["eval/accuracy_k1", "eval/accuracy_k2", "time/train_s", "perf/step_s"]
+    histories = peer.read_histories(uri, tracker.run_id, keys)
+    assert histories["eval/accuracy_k1"] == pytest.approx({2: 0.7, 5: 1.0})
+    c, source = peer.project_curve(histories, [1, 2])
+    assert source == "time/train_s"
+    assert [(p.train_s, p.step, p.accuracy) for p in c] == [(6.0, 3, {1: 0.7, 2: 0.2}), (12.0, 6, {1: 1.0, 2: 0.2})]
+
+
+def test_write_report_writes_json_png_and_table(tmp_path: Path) -> None:
+    import json
+
+    args = peer.parse_args(["--warm-start", "w", "--budget-s", "900", "--out", str(tmp_path)])
+    trl = peer.SideResult("trl", curve((0, 0.5), (300, 0.72)), 40, 900.0, 950.0, {"learning_rate": 1e-4})
+    project = peer.SideResult("project", curve((0, 0.5), (100, 0.81)), 80, 880.0, 1000.0)
+    table = peer.write_report(tmp_path, args, trl, project, {})
+    report = json.loads((tmp_path / "peer_trl.json").read_text())
+    assert [p["train_s"] for p in report["trl"]["curve"]] == [0, 300]
+    assert report["project"]["curve"][1]["accuracy"] == {"1": 0.81, "2": 0.81, "3": 0.81, "4": 0.81}
+    assert [r["ratio"] for r in report["time_to_threshold"]] == ["3.00", ">9.00", "n/a"]
+    assert report["machine"]["cpus"] == os.cpu_count()
+    assert (tmp_path / "peer_trl_table.md").read_text() == table + "\n"
+    assert (tmp_path / "peer_trl.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
