@@ -2,7 +2,8 @@
 # installs it. Used by every Ray pod of cluster/overlays/cpu-local and by the base.
 #   docker build -f docker/cpu.Dockerfile -t rlvr-ray:0.1.0-cpu .          (from the repository root)
 # KubeRay runs `ray start ...` in it through bash; a RayJob's entrypoint (python -m rlvr_ray.main ...) runs on the
-# head in the working directory /mnt/rlvr, the shared volume, so relative output paths of a config land there.
+# head in the working directory /mnt/rlvr (per-pod scratch, or the shared claim with cluster/overlays/rwx), so
+# relative output paths of a config land there; checkpoints go to the config's storage_uri.
 ARG PYTHON_VERSION=3.11
 FROM python:${PYTHON_VERSION}-slim-bookworm
 

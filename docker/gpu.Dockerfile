@@ -2,7 +2,8 @@
 # cluster/overlays/gpu runs it (Ray needs one Python/Ray version across a cluster, CPU-only groups included).
 #   docker build -f docker/gpu.Dockerfile -t rlvr-ray:0.1.0-gpu .          (from the repository root)
 # KubeRay runs `ray start ...` in it through bash; a RayJob's entrypoint (python -m rlvr_ray.main ...) runs on the
-# head in the working directory /mnt/rlvr, the shared volume, so relative output paths of a config land there.
+# head in the working directory /mnt/rlvr (per-pod scratch, or the shared claim with cluster/overlays/rwx), so
+# relative output paths of a config land there; checkpoints go to the config's storage_uri.
 # The torch and vLLM wheels bring their own CUDA libraries; the base image adds the CUDA user-space bits and the
 # driver comes from the node (NVIDIA container toolkit).
 ARG CUDA_IMAGE=nvidia/cuda:12.8.1-base-ubuntu24.04

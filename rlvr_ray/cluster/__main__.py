@@ -1,17 +1,21 @@
 """``python -m rlvr_ray.cluster check MANIFEST [--config-name NAME] [--sweep FILE] [key=value ...]``
 
 Reports whether the Ray cluster(s) in MANIFEST (a RayCluster/RayJob YAML file, a multi-document file such as
-``kubectl kustomize`` output, ``-`` for stdin, or a kustomization directory) can ever place every actor of the
-config's placement plan. With --sweep, or for a RayJob running ``rlvr_ray.tune``, the plan is a sweep's: its
-``max_concurrent_trials`` trials at once, sized by its ``trial_resources``. Without --config-name each RayJob is
-checked against what its own entrypoint runs. Exit 0: everything fits; 1: something cannot be placed (the message
-names the role and the missing resource); 2: bad input (one line on stderr).
+``kubectl kustomize`` output, ``-`` for stdin, or a kustomization directory, rendered with ``kubectl kustomize``)
+can ever place every actor of the config's placement plan, and whether the config is ready for a cluster at all
+(:mod:`rlvr_ray.cluster.readiness`: a storage URI or absolute output paths, an MLflow server; judged with the head
+pod's environment, where the driver runs). With --sweep, or for a RayJob running ``rlvr_ray.tune``, the plan is a
+sweep's: its ``max_concurrent_trials`` trials at once, sized by its ``trial_resources`` (placement only). Without
+--config-name each RayJob is checked against what its own entrypoint runs. Exit 0: everything fits; 1: something
+cannot be placed or would break on the cluster (one line each, naming the role or field); 2: bad input (one line
+on stderr).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import NamedTuple
 
 from rlvr_ray.cluster.check import (
     ClusterShape,
@@ -22,6 +26,7 @@ from rlvr_ray.cluster.check import (
     format_result,
     load_documents,
 )
+from rlvr_ray.cluster.readiness import cluster_problems
 from rlvr_ray.config import ConfigError, RunConfig, load_config
 from rlvr_ray.placement import PlacementPlan, placement_plan, sweep_plan
 
@@ -51,7 +56,16 @@ def sized_for_sweep(cfg: RunConfig, sweep_arg: str) -> tuple[PlacementPlan, str]
     return plan, f"sweep {sweep.name}, {sweep.max_concurrent_trials} trials at once"
 
 
-def plan_for(shape: ClusterShape, args: argparse.Namespace) -> tuple[PlacementPlan, str] | None:
+class Chosen(NamedTuple):
+    """What one cluster shape is checked against."""
+
+    plan: PlacementPlan
+    label: str
+    config: RunConfig | None
+    """The run's config, for the readiness checks; None for a sweep (its trials' outputs are the sweep's)."""
+
+
+def plan_for(shape: ClusterShape, args: argparse.Namespace) -> Chosen | None:
     """The plan to check ``shape`` against: from --config-name (and --sweep), else from the RayJob's entrypoint,
     else None (a RayCluster without --config-name)."""
     if args.config_name:
@@ -64,9 +78,9 @@ def plan_for(shape: ClusterShape, args: argparse.Namespace) -> tuple[PlacementPl
         label = f"entrypoint config {command.config_name}"
         sweep = command.options.get("--sweep", DEFAULT_SWEEP) if command.module == TUNE_MODULE else None
     if sweep is None:
-        return placement_plan(cfg), label
+        return Chosen(placement_plan(cfg), label, cfg)
     plan, sweep_label = sized_for_sweep(cfg, sweep)
-    return plan, f"{label}; {sweep_label}"
+    return Chosen(plan, f"{label}; {sweep_label}", None)
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -77,10 +91,11 @@ def run_check(args: argparse.Namespace) -> int:
         if chosen is None:
             skipped.append(shape.source)
             continue
-        plan, label = chosen
-        result = check_plan(plan, shape)
+        result = check_plan(chosen.plan, shape)
+        if chosen.config is not None:
+            result.readiness = cluster_problems(chosen.config, shape.driver_env, shape.shared_mounts)
         results.append(result)
-        print(format_result(result, label))
+        print(format_result(result, chosen.label))
     if skipped:
         print(f"skipped (no --config-name and no rlvr_ray entrypoint): {', '.join(skipped)}")
     if not results:

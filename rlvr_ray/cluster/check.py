@@ -13,6 +13,8 @@ import json
 import math
 import re
 import shlex
+import shutil
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -61,6 +63,11 @@ class ClusterShape:
     source: str
     groups: tuple[NodeGroup, ...]
     entrypoint: str | None = None
+    driver_env: dict[str, str | None] = field(default_factory=dict)
+    """Environment variables of the head's Ray container, where the job driver runs (None: from a Secret or
+    ConfigMap, value unknown)."""
+    shared_mounts: frozenset[str] = frozenset()
+    """Mount paths that every Ray pod backs with the same non-per-pod volume (a claim, NFS, CSI...)."""
 
 
 @dataclass
@@ -72,10 +79,12 @@ class CheckResult:
     placed: dict[str, dict[str, int]] = field(default_factory=dict)
     """role -> group -> actors placed there."""
     nodes_used: dict[str, int] = field(default_factory=dict)
+    readiness: list[str] = field(default_factory=list)
+    """What would break on the cluster besides placement (rlvr_ray.cluster.readiness), one line each."""
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.readiness
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -85,12 +94,7 @@ class CheckResult:
 def load_documents(manifest: str) -> list[Doc]:
     """Objects of a YAML file (multi-document), of stdin for '-', or of a kustomization directory (rendered)."""
     if manifest != "-" and Path(manifest).is_dir():
-        from rlvr_ray.cluster.kustomize import KustomizeError, render
-
-        try:
-            return render(manifest)
-        except (KustomizeError, OSError, yaml.YAMLError) as err:
-            raise ManifestError(f"{manifest}: cannot render kustomization: {err}") from None
+        return render_kustomization(manifest)
     try:
         text = sys.stdin.read() if manifest == "-" else Path(manifest).read_text()
         docs = list(yaml.safe_load_all(text))
@@ -98,6 +102,33 @@ def load_documents(manifest: str) -> list[Doc]:
         raise ManifestError(f"{manifest}: cannot read ({err.strerror or err})") from None
     except yaml.YAMLError as err:
         raise ManifestError(f"{manifest}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    return [doc for doc in docs if isinstance(doc, dict)]
+
+
+def render_kustomization(directory: str | Path) -> list[Doc]:
+    """Objects of ``kubectl kustomize DIRECTORY`` (the kustomize built into kubectl), else ``kustomize build``."""
+    kubectl, kustomize = shutil.which("kubectl"), shutil.which("kustomize")
+    if kubectl:
+        command = [kubectl, "kustomize", str(directory)]
+    elif kustomize:
+        command = [kustomize, "build", str(directory)]
+    else:
+        raise ManifestError(
+            f"{directory}: rendering a kustomization needs kubectl (1.27 or newer, kustomize v5 built in) or the "
+            "kustomize binary on PATH, and neither was found; install kubectl "
+            "(https://kubernetes.io/docs/tasks/tools/), or pass a rendered YAML file instead of the directory"
+        )
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise ManifestError(f"{directory}: {' '.join(command[1:])} could not run ({err})") from None
+    if done.returncode != 0:
+        lines = [line.strip() for line in done.stderr.splitlines() if line.strip()] or [f"exit {done.returncode}"]
+        raise ManifestError(f"{directory}: {Path(command[0]).name} {command[1]} failed: {lines[0]}")
+    try:
+        docs = list(yaml.safe_load_all(done.stdout))
+    except yaml.YAMLError as err:
+        raise ManifestError(f"{directory}: rendered output is not valid YAML ({err})") from None
     return [doc for doc in docs if isinstance(doc, dict)]
 
 
@@ -130,7 +161,37 @@ def shape_of(source: str, spec: Doc, entrypoint: str | None = None) -> ClusterSh
         raise ManifestError(f"{source}: {err}") from None
     except ValueError as err:  # e.g. num-cpus: "four"
         raise ManifestError(f"{source}: bad value in cluster spec ({err})") from None
-    return ClusterShape(source, tuple(groups), entrypoint)
+    return ClusterShape(source, tuple(groups), entrypoint, head_env(spec), shared_mounts(spec))
+
+
+# Volume sources that are private to a pod (or to a node): never shared between Ray pods on several nodes.
+_PER_POD_VOLUMES = {"emptyDir", "ephemeral", "configMap", "secret", "downwardAPI", "projected", "hostPath", "image"}
+
+
+def shared_mounts(spec: Doc) -> frozenset[str]:
+    """Mount paths of the Ray container that every pod (head and each worker group) backs with the same shared
+    volume, e.g. a PersistentVolumeClaim; per-pod volumes (emptyDir, ...) do not count."""
+    pods = [spec.get("headGroupSpec") or {}, *(spec.get("workerGroupSpecs") or [])]
+    common: set[tuple[str, str]] | None = None
+    for group in pods:
+        pod = (group.get("template") or {}).get("spec") or {}
+        shared = {
+            volume["name"]: json.dumps({k: v for k, v in volume.items() if k != "name"}, sort_keys=True)
+            for volume in pod.get("volumes") or [] if not _PER_POD_VOLUMES & set(volume)
+        }
+        container = (pod.get("containers") or [{}])[0]
+        here = {(str(mount["mountPath"]), shared[mount["name"]]) for mount in container.get("volumeMounts") or []
+                if mount.get("name") in shared}
+        common = here if common is None else common & here
+    return frozenset(path for path, _ in common or set())
+
+
+def head_env(spec: Doc) -> dict[str, str | None]:
+    """``env`` of the head's first container: literal values, None for those set from a Secret or ConfigMap."""
+    containers = (((spec.get("headGroupSpec") or {}).get("template") or {}).get("spec") or {}).get("containers")
+    env = (containers or [{}])[0].get("env") or []
+    return {str(item["name"]): (None if "valueFrom" in item else str(item.get("value", ""))) for item in env
+            if isinstance(item, dict) and "name" in item}
 
 
 def worker_nodes(group: Doc, autoscaling: bool) -> int:
@@ -352,7 +413,9 @@ def explain_shortfall(role: RolePlacement, placed: int, shape: ClusterShape) -> 
 
 def format_result(result: CheckResult, config_label: str) -> str:
     if not result.ok:
-        return "\n".join([f"{result.source} ({config_label}): CANNOT PLACE", *(f"  {p}" for p in result.problems)])
+        verdict = "CANNOT PLACE" if result.problems else "NOT READY FOR A CLUSTER"
+        lines = [*result.problems, *result.readiness]
+        return "\n".join([f"{result.source} ({config_label}): {verdict}", *(f"  {line}" for line in lines)])
     spots = "; ".join(
         f"{role} x{sum(groups.values())} -> " + ", ".join(f"{g} ({n})" for g, n in groups.items())
         for role, groups in result.placed.items()

@@ -1,4 +1,5 @@
-"""Shared helpers of tests/cluster: repository paths, rendered manifests, KubeRay CRD schemas, pod-spec walking."""
+"""Shared helpers of tests/cluster: repository paths, manifests rendered by real kustomize (``kubectl kustomize``),
+the vendored KubeRay CRD schemas (tests/cluster/crds), pod-spec walking. Nothing here reads outside the repository."""
 
 from __future__ import annotations
 
@@ -15,15 +16,15 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from rlvr_ray.cluster.kustomize import render
+from rlvr_ray.cluster.check import render_kustomization
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "cluster"
 DOCKER = REPO / "docker"
-# The KubeRay v1 CRDs live beside the repository (shared/ of the project), never inside it.
-CRD_DIR = REPO.parent / "shared" / "kuberay-crds"
+# The KubeRay CRDs, vendored with their version and source (crds/README.md).
+CRD_DIR = Path(__file__).resolve().parent / "crds"
 CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}
-KUSTOMIZATIONS = ["base", "overlays/gpu", "overlays/cpu-local"]
+KUSTOMIZATIONS = ["base", "overlays/gpu", "overlays/cpu-local", "overlays/rwx"]
 # Where the Dockerfiles copy the repository; absolute paths in entrypoints refer to it.
 IMAGE_APP_DIR = "/app"
 
@@ -37,7 +38,7 @@ def pyproject() -> dict[str, Any]:
 
 @functools.cache
 def _rendered(kustomization: str) -> tuple[Doc, ...]:
-    return tuple(render(CLUSTER / kustomization))
+    return tuple(render_kustomization(CLUSTER / kustomization))
 
 
 def rendered(kustomization: str) -> list[Doc]:
@@ -62,10 +63,7 @@ def one(docs: list[Doc], kind: str, name: str) -> Doc:
 
 
 def crd_path(kind: str) -> Path:
-    path = CRD_DIR / CRD_FILES[kind]
-    if not path.is_file():
-        pytest.fail(f"KubeRay CRD {path} is missing: tests need ../shared/kuberay-crds beside the repository")
-    return path
+    return CRD_DIR / CRD_FILES[kind]
 
 
 def closed(schema: Doc) -> Doc:

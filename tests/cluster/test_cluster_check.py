@@ -1,5 +1,6 @@
-"""python -m rlvr_ray.cluster check: accepts the shipped manifests with their configs, rejects mismatched pairs
-with a message naming the role and the missing resource, and reads group capacities as KubeRay/Ray do."""
+"""python -m rlvr_ray.cluster check: accepts the shipped manifests (rendered by `kubectl kustomize`) with their
+configs, rejects mismatched pairs with a message naming the role and the missing resource, rejects configs that would
+break on a cluster (storage, tracking), and reads group capacities as KubeRay/Ray do."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cluster_helpers import CLUSTER, one, rendered
+from cluster_helpers import CLUSTER, KUSTOMIZATIONS, one, rendered
 
 from rlvr_ray.cluster.__main__ import main
 from rlvr_ray.cluster.check import (
@@ -29,9 +30,11 @@ from rlvr_ray.placement import placement_plan
 # Each overlay with the config it is made for (the RayCluster has no entrypoint, so it needs one named).
 SHIPPED_PAIRS = [
     ("base", ["--config-name", "train_rlvr_model", "rollout.resource=rollout", "verifier.resource=verifier",
-              "learner.resource=learner"]),
+              "learner.resource=learner", "storage_uri=s3://bucket/runs"]),
     ("overlays/gpu", ["--config-name", "train_rlvr_large"]),
     ("overlays/cpu-local", ["--config-name", "cluster_cpu_local"]),
+    ("overlays/rwx", ["--config-name", "train_rlvr_model", "rollout.resource=rollout", "verifier.resource=verifier",
+                      "learner.resource=learner", "storage_uri=/mnt/rlvr/checkpoints"]),
 ]
 
 
@@ -50,7 +53,7 @@ def test_shipped_manifests_fit_their_configs(
     assert out.count(": OK") == 3, "the RayCluster and both RayJobs"
 
 
-@pytest.mark.parametrize("kustomization", ["base", "overlays/gpu", "overlays/cpu-local"])
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_rayjobs_fit_the_configs_their_entrypoints_run(kustomization: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(capsys, str(CLUSTER / kustomization))
     assert code == 0, out

@@ -1,8 +1,8 @@
 """cluster/: every rendered manifest is schema-valid, safe by default, consistent with the project and runnable.
 
-KubeRay objects are validated against the v1 openAPIV3Schema of the RayCluster/RayJob CRDs (closed: unknown fields
-fail), core objects with kubernetes-validate (strict). Rendering uses the offline kustomize subset of
-rlvr_ray.cluster.kustomize.
+KubeRay objects are validated against the v1 openAPIV3Schema of the RayCluster/RayJob CRDs vendored in
+tests/cluster/crds (closed: unknown fields fail), core objects with kubernetes-validate (strict). Rendering is real
+kustomize: `kubectl kustomize DIR`.
 """
 
 from __future__ import annotations
@@ -186,16 +186,39 @@ def test_credentials_only_come_from_secrets() -> None:
     assert container["envFrom"] == [{"secretRef": {"name": "rlvr-s3-credentials"}}]
 
 
-def test_shared_storage_is_mounted_by_every_ray_pod() -> None:
-    for kustomization in KUSTOMIZATIONS:
-        docs = rendered(kustomization)
-        claim = one(docs, "PersistentVolumeClaim", "rlvr-data")
-        for where, pod in pod_specs(one(docs, "RayCluster", "rlvr")):
-            claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
-            mounts = {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
-            assert claims == {"rlvr-data"} and "/mnt/rlvr" in mounts, f"{kustomization} {where}"
-        if kustomization == "overlays/gpu":
-            assert claim["spec"]["accessModes"] == ["ReadWriteMany"], "pods on several nodes share it"
+# What backs /mnt/rlvr (the images' working directory) in the Ray pods, and the access mode of the claim rlvr-data.
+STORAGE = {
+    "base": ("emptyDir", None),
+    "overlays/gpu": ("emptyDir", None),
+    "overlays/rwx": ("persistentVolumeClaim", ["ReadWriteMany"]),
+    "overlays/cpu-local": ("persistentVolumeClaim", ["ReadWriteOnce"]),
+}
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_only_the_rwx_overlay_needs_a_shared_volume(kustomization: str) -> None:
+    """The default path (base, gpu) shares no volume between pods: checkpoints go to a storage URI, metrics and
+    artifacts to MLflow. overlays/rwx shares a ReadWriteMany claim; the one-node laptop overlay a ReadWriteOnce one."""
+    docs = rendered(kustomization)
+    source, access = STORAGE[kustomization]
+    for where, pod in pod_specs(one(docs, "RayCluster", "rlvr")):
+        volume = next(v for v in pod["volumes"] if v["name"] == "rlvr-data")
+        assert source in volume, f"{kustomization} {where}: {volume}"
+        assert {"name": "rlvr-data", "mountPath": "/mnt/rlvr"} in pod["containers"][0]["volumeMounts"]
+    claims = {doc["metadata"]["name"]: doc["spec"]["accessModes"] for doc in by_kind(docs, "PersistentVolumeClaim")}
+    assert claims.get("rlvr-data") == access
+    rwx = [name for name, modes in claims.items() if "ReadWriteMany" in modes]
+    assert rwx == (["rlvr-data"] if kustomization == "overlays/rwx" else [])
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_every_object_lands_in_the_rlvr_namespace(kustomization: str) -> None:
+    """An overlay's own objects too (kustomize sets `namespace:` only on the objects of its own kustomization):
+    without it the GPU overlay's ConfigMap went to the default namespace, out of the MLflow pod's reach."""
+    for doc in rendered(kustomization):
+        where = f"{kustomization} {doc['kind']}/{doc['metadata']['name']}"
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"].get("namespace") == "rlvr", where
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -233,13 +256,22 @@ def test_rayjob_entrypoints_name_commands_and_configs_that_exist(kustomization: 
 
 @pytest.mark.parametrize(("kustomization", "job", "entrypoint"), _entrypoints("rlvr_ray.main"))
 def test_rayjob_main_entrypoints_dry_run(
-    kustomization: str, job: str, entrypoint: str, capsys: pytest.CaptureFixture[str]
+    kustomization: str, job: str, entrypoint: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """main accepts the exact arguments of each `rlvr_ray.main` entrypoint (prints the plan, starts nothing)."""
+    """main accepts the exact arguments of each `rlvr_ray.main` entrypoint and finds the run ready for the cluster,
+    in the environment the driver has there: the head pod's (MLFLOW_TRACKING_URI), joining the job's cluster."""
     from rlvr_ray.main import main
 
-    assert main(["--dry-run", *entrypoint.split()[3:]]) == 0
-    assert "placement plan" in capsys.readouterr().out
+    head = one(rendered(kustomization), "RayJob", job)["spec"]["rayClusterSpec"]["headGroupSpec"]
+    env = {item["name"]: item["value"] for item in head["template"]["spec"]["containers"][0]["env"]}
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")  # what `ray job submit` gives the driver
+    code = main(["--dry-run", *entrypoint.split()[3:]])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "placement plan" in out and "cluster checks: OK" in out
 
 
 @pytest.mark.parametrize(("kustomization", "job", "entrypoint"), _entrypoints("rlvr_ray.tune"))

@@ -112,8 +112,9 @@ def test_images_run_as_the_pods_non_root_user(dockerfile: Path) -> None:
 
 @pytest.mark.parametrize("dockerfile", RAY_IMAGES.values(), ids=lambda path: path.name)
 def test_ray_images_fit_the_rayjob_entrypoints(dockerfile: Path) -> None:
-    """Entrypoints run on the head in the image's working directory, the shared claim's mount point; configs and
-    sweep files are found under /app, where the repository is copied."""
+    """Entrypoints run on the head in the image's working directory, where every Ray pod mounts /mnt/rlvr (scratch,
+    or the shared claim of overlays/rwx); configs and sweep files are found under /app, where the repository is
+    copied."""
     steps = instructions(dockerfile)
     workdirs = [rest for keyword, rest in steps if keyword == "WORKDIR"]
     assert workdirs[-1] == "/mnt/rlvr"

@@ -36,10 +36,14 @@ def test_format_plan_shows_roles_resources_and_unpinned_roles() -> None:
 
 
 @pytest.mark.parametrize("name", ["train_rlvr_test", "cluster_cpu_local"])
-def test_main_dry_run_prints_the_plan_and_starts_nothing(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_main_dry_run_prints_the_plan_and_starts_nothing(
+    name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import sys
 
     from rlvr_ray.main import main
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # train_rlvr_test is then a local run: no cluster checks fail
 
     assert main(["--dry-run", "--config-name", name]) == 0
     out = capsys.readouterr().out
