@@ -222,7 +222,7 @@ def test_prompt_text_round_trips_through_the_saved_tokenizer(tmp_path: Path) -> 
 
     build_tokenizer(V).save_pretrained(tmp_path)
     tokenizer = peer.load_tokenizer(tmp_path)
-    prompts = generate_problems(V, 64, (1, 6), seed=3).prompt_lists()
+    prompts = generate_problems(V, 64, (1, 4), seed=3).prompt_lists()
     texts = [peer.prompt_text(p, V) for p in prompts]
     assert tokenizer(text=texts)["input_ids"] == prompts  # what GRPOTrainer does with plain-text prompts
     assert [V.encode(t) for t in texts] == prompts  # what the reward function does
