@@ -495,22 +495,18 @@ def run_trl(
     )
     started = time.perf_counter()
     trainer.train()
-    steps = trainer.state.global_step
+    optimizer_steps = trainer.state.global_step
+    rl_done = optimizer_steps / optimizer_steps_per_rl_step
+    train_s = schedule.curve[-1].train_s  # the clock at the step that spent the budget
     notes = [
-        f"{optimizer_steps_per_rl_step} optimizer steps per RL step of {s.batch_size} completions",
+        f"{optimizer_steps} optimizer steps, {optimizer_steps_per_rl_step} per RL step of {s.batch_size} completions",
+        f"{train_s / max(rl_done, 1e-9):.2f} train s per RL step",
         f"{threads} torch thread(s), one process",
     ]
-    if steps > rl_steps * optimizer_steps_per_rl_step:
+    if optimizer_steps > rl_steps * optimizer_steps_per_rl_step:
         notes.append(f"prompt stream of {rl_steps} RL steps was cycled")
-    return SideResult(
-        "trl",
-        schedule.curve,
-        steps // max(1, optimizer_steps_per_rl_step),
-        schedule.clock.elapsed(),
-        time.perf_counter() - started,
-        asdict(s),
-        notes,
-    )
+    wall_s = time.perf_counter() - started
+    return SideResult("trl", schedule.curve, int(rl_done), train_s, wall_s, asdict(s), notes)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -640,6 +636,7 @@ def run_project(
     train_s = curve[-1].train_s if curve else 0.0
     notes = [
         f"time axis: {source}",
+        f"{train_s / max(steps, 1):.2f} train s per RL step",
         f"exit code {rc}",
         f"held-out eval every {eval_every} steps",
         f"log: {work / 'project.log'}",
