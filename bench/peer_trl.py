@@ -37,6 +37,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -618,6 +619,7 @@ def run_project(
     from rlvr_ray.tracking import RUN_ID_FILE
 
     out = work / "project"
+    shutil.rmtree(out, ignore_errors=True)  # a fresh run every time (a previous benchmark's run is not resumed)
     uri = f"sqlite:///{(work / 'project_mlflow.db').resolve()}"
     cmd = project_command(config_name, overrides, warm.resolve(), out.resolve(), uri, budget_s, eval_every)
     print("[peer] " + " ".join(cmd))
