@@ -503,6 +503,7 @@ def run_trl(
         f"{optimizer_steps} optimizer steps, {optimizer_steps_per_rl_step} per RL step of {s.batch_size} completions",
         f"{train_s / max(rl_done, 1e-9):.2f} train s per RL step",
         f"{threads} torch thread(s), one process",
+        load_note(),
     ]
     if optimizer_steps > rl_steps * optimizer_steps_per_rl_step:
         notes.append(f"prompt stream of {rl_steps} RL steps was cycled")
@@ -643,6 +644,7 @@ def run_project(
         f"held-out eval every {eval_every} steps",
         f"log: {work / 'project.log'}",
         f"mlflow: {uri} run {run_id}",
+        load_note(),
     ]
     t = cfg.training
     settings = {"config_name": config_name, "overrides": list(overrides), **t.model_dump(mode="json")}
@@ -651,6 +653,11 @@ def run_project(
 
 # ----------------------------------------------------------------------------------------------------------------
 # Report
+
+
+def load_note() -> str:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return "load average 1/5/15 min at the end: " + " ".join(f"{x:.2f}" for x in load)
 
 
 def machine_info() -> dict[str, Any]:
@@ -779,33 +786,38 @@ def run_trl_side(args: argparse.Namespace, cfg: RunConfig, warm: Path) -> tuple[
     return best, {"trl_grid": [asdict(r) for r in runs]}
 
 
+def check_inputs(args: argparse.Namespace) -> RunConfig:
+    """The config both sides follow; ValueError (one line) for a bad config, setting, side or warm start."""
+    cfg = load_config(args.config_name, args.overrides)
+    apply_overrides(trl_settings(cfg.training), args.trl_set)
+    bad_sides = set(args.sides.split(",")) - {"trl", "project"}
+    if bad_sides:
+        raise ValueError(f"--sides {args.sides!r}: allowed: trl, project (comma-separated)")
+    if not args.smoke and not (Path(args.warm_start) / "config.json").is_file():
+        raise ValueError(f"--warm-start {args.warm_start}: not a policy directory (no config.json)")
+    return cfg
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    warm = smoke_warm_start(args.out) if args.smoke else args.warm_start
-    args.warm_start = warm
     try:
-        cfg = load_config(args.config_name, args.overrides)
-        sides = set(args.sides.split(","))
-        empty = SideResult("skipped", [], 0, 0.0, 0.0)
-        trl, extra = run_trl_side(args, cfg, warm) if "trl" in sides else (empty, {})
-        project = (
-            run_project(
-                args.config_name,
-                args.overrides,
-                warm,
-                cfg,
-                args.budget_s,
-                args.project_eval_every,
-                args.out,
-                args.project_timeout_s,
-            )
-            if "project" in sides
-            else empty
-        )
-    except ValueError as err:
+        cfg = check_inputs(args)
+    except ValueError as err:  # ConfigError included
         print(f"error: {err}", file=sys.stderr)
         return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.warm_start = smoke_warm_start(args.out) if args.smoke else args.warm_start
+    sides, skipped = args.sides.split(","), SideResult("skipped", [], 0, 0.0, 0.0)
+    trl, extra = run_trl_side(args, cfg, args.warm_start) if "trl" in sides else (skipped, {})
+    project = skipped
+    if "project" in sides:
+        write_report(args.out, args, trl, skipped, extra)  # TRL's half survives a failed project run
+        try:
+            project = run_project(args.config_name, args.overrides, args.warm_start, cfg, args.budget_s,
+                                  args.project_eval_every, args.out, args.project_timeout_s)  # fmt: skip
+        except RuntimeError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
     table = write_report(args.out, args, trl, project, extra)
     print(table)
     print(f"[peer] wrote {args.out / 'peer_trl.json'}, {args.out / 'peer_trl.png'}, {args.out / 'peer_trl_table.md'}")
