@@ -338,14 +338,18 @@ class SyncConfig(_Section):
 
 
 class EvalConfig(_Section):
-    """Held-out greedy evaluation (reuses the verifier's reward functions)."""
+    """Held-out greedy evaluation (reuses the verifier's reward functions) on the eval split of the prompt space,
+    which training never samples (rlvr_ray.task.split)."""
 
     complexities: list[int] = Field(default_factory=lambda: [1, 2, 3, 4], min_length=1)
-    """Complexities reported, one table row each."""
+    """Complexities reported, one table row each; those above training.complexity_range test extrapolation."""
     n: int = Field(200, ge=1)
-    """Problems per complexity."""
+    """Distinct problems per complexity (all of the eval split where it holds fewer, e.g. about 100 at k=1, p=13)."""
     seed: int = 12345
-    """Seed of the held-out set (disjoint stream from training seeds)."""
+    """Seed of which held-out prompts are drawn (always from the eval split)."""
+    max_tokens: int | None = Field(None, ge=1)
+    """Generation budget per problem; None: the longest completion the largest evaluated complexity can need
+    (k(k+1)+1 tokens), and at least training.max_generation_length."""
     batch_size: int = Field(256, ge=1)
     """Greedy decoding batch."""
 

@@ -1,4 +1,5 @@
-"""Held-out evaluation: scored by the verifier's reward functions; CLI table and JSON."""
+"""Held-out evaluation: scored by the verifier's reward functions, on distinct prompts of the eval split; one
+evaluator with the config's defaults; CLI table and JSON."""
 
 from __future__ import annotations
 
@@ -7,10 +8,21 @@ from pathlib import Path
 
 import pytest
 
-from rlvr_ray.config import ModelConfig
-from rlvr_ray.eval import EvalRow, evaluate, format_before_after, main, parse_complexities, rows_to_metrics
+from rlvr_ray.config import ModelConfig, load_config
+from rlvr_ray.eval import (
+    EvalRow,
+    eval_max_tokens,
+    evaluate,
+    evaluate_policy_dir,
+    format_before_after,
+    format_table,
+    main,
+    parse_complexities,
+    rows_to_metrics,
+)
 from rlvr_ray.policy import build_model, save_policy
 from rlvr_ray.task.reference import target_completion
+from rlvr_ray.task.split import is_eval_reference
 from rlvr_ray.task.vocab import Vocab
 from rlvr_ray.types import Completion, SamplingSpec
 
@@ -51,6 +63,33 @@ def test_held_out_set_is_fixed_by_seed() -> None:
     assert seen[0] == seen[1] and seen[0] != seen[2]
 
 
+def test_eval_prompts_are_distinct_held_out_prompts_and_the_real_count_is_reported() -> None:
+    seen: dict[int, list[list[int]]] = {}
+
+    def record(prompts: list[list[int]], spec: SamplingSpec) -> list[Completion]:
+        seen[(len(prompts[0]) - 2) // 2] = prompts
+        return oracle(prompts, spec)
+
+    rows = evaluate(record, VOCAB, [1, 3], n=200, seed=1, max_tokens=40)
+    by_hand = [[VOCAB.boe, a, b, op] for a in range(13) for b in range(13) for op in (13, 14, 15)]
+    k1_held_out = sorted(p for p in by_hand if is_eval_reference(p))  # 107 of the 507 k=1 prompts
+    assert sorted(seen[1]) == k1_held_out  # all of them, each once: the k=1 split is smaller than n
+    assert len(seen[3]) == len({tuple(p) for p in seen[3]}) == 200
+    assert all(is_eval_reference(p) for p in seen[3])
+    k3_space = 13**4 * 3**3 * 5  # operands, operators, Catalan(3) shapes
+    assert [(r.complexity, r.n, r.space, r.held_out) for r in rows] == [(1, 107, 507, 107), (3, 200, k3_space, None)]
+    table = format_table(rows)
+    assert "k=1: all 107 held-out prompts used (of 507" in table and "k=3:" not in table
+
+
+def test_one_set_of_defaults_from_the_config() -> None:
+    model_cfg = load_config("train_rlvr_model")
+    assert model_cfg.eval.complexities == [1, 2, 3, 4, 5, 6] and model_cfg.training.complexity_range == (1, 4)
+    assert eval_max_tokens(model_cfg) == 43  # k=6 chains need up to 6*7+1 tokens; training generates 40
+    assert eval_max_tokens(load_config("train_rlvr_model", ["eval.max_tokens=50"])) == 50
+    assert eval_max_tokens(load_config("train_rlvr_test")) == 24  # training.max_generation_length
+
+
 def test_metrics_and_tables() -> None:
     rows = [EvalRow(1, 10, 0.5, 1.0, 0.25), EvalRow(2, 10, 0.25, 0.5, 0.0)]
     metrics = rows_to_metrics(rows)
@@ -69,20 +108,40 @@ def test_parse_complexities_rejects(text: str) -> None:
         parse_complexities(text)
 
 
+def tiny_policy(path: Path) -> Path:
+    config = ModelConfig(hidden_size=32, num_layers=1, num_heads=1, intermediate_size=64)
+    return save_policy(build_model(config, VOCAB), VOCAB, path)
+
+
 def test_cli_prints_table_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    model = save_policy(
-        build_model(ModelConfig(hidden_size=32, num_layers=1, num_heads=1, intermediate_size=64), VOCAB),
-        VOCAB,
-        tmp_path / "m",
-    )
+    model = tiny_policy(tmp_path / "m")
     assert main(["--model", str(model), "--complexities", "1-2", "--n", "8", "--json", str(tmp_path / "t.json")]) == 0
     out = capsys.readouterr().out
     assert "accuracy" in out and out.count("\n") >= 3
     rows = json.loads((tmp_path / "t.json").read_text())
-    assert [r["complexity"] for r in rows] == [1, 2] and all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
+    assert [(r["complexity"], r["n"]) for r in rows] == [(1, 8), (2, 8)]
+
+
+def test_cli_defaults_are_the_configs_and_it_runs_the_run_evaluator(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tiny_policy(tmp_path / "m")
+    assert main(["--model", str(model), "--config-name", "train_rlvr_test", "--json", str(tmp_path / "t.json")]) == 0
+    assert "max_tokens 24" in capsys.readouterr().out
+    rows = json.loads((tmp_path / "t.json").read_text())
+    assert [(r["complexity"], r["n"]) for r in rows] == [(1, 32), (2, 32)]  # eval.complexities, eval.n
+    same = evaluate_policy_dir(str(model), load_config("train_rlvr_test"))  # what a run's before/after tables call
+    assert rows == [json.loads(json.dumps(r.__dict__)) for r in same]
+    flags = ["--complexities", "2", "--n", "5", "--max-tokens", "9", "--seed", "3", "eval.n=7"]
+    assert main(["--model", str(model), "--config-name", "train_rlvr_test", *flags]) == 0
+    out = capsys.readouterr().out
+    assert "seed 3, max_tokens 9" in out and out.splitlines()[-1].split()[:2] == ["2", "5"]  # flags win
 
 
 def test_cli_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--model", str(tmp_path), "--n", "5"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --model") and "\n" not in err
+    assert main(["--model", str(tmp_path), "--n", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: eval.n") and "\n" not in err

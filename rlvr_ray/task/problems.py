@@ -41,6 +41,20 @@ class Problems:
     def __len__(self) -> int:
         return int(self.prompts.shape[0])
 
+    def take(self, indices: np.ndarray | list[int]) -> Problems:
+        """The problems at ``indices`` (in that order), padded to their own longest prompt and completion."""
+        idx = np.asarray(indices, dtype=np.int64)
+        prompt_lengths, completion_lengths = self.prompt_lengths[idx], self.completion_lengths[idx]
+        return Problems(
+            prompts=self.prompts[idx, : int(prompt_lengths.max(initial=0))],
+            prompt_lengths=prompt_lengths,
+            completions=self.completions[idx, : int(completion_lengths.max(initial=0))],
+            completion_lengths=completion_lengths,
+            answers=self.answers[idx],
+            complexities=self.complexities[idx],
+            pad_id=self.pad_id,
+        )
+
     def prompt_lists(self) -> list[list[int]]:
         """N unpadded prompts ``<boe> E0`` as id lists."""
         return _rows_to_lists(self.prompts, self.prompt_lengths)

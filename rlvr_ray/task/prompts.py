@@ -10,7 +10,8 @@ from rlvr_ray.types import PromptBatch
 
 @dataclass(frozen=True)
 class PromptSampler:
-    """Draws ``prompts_per_step`` fresh problems per step from the process; resumable by step number.
+    """Draws ``prompts_per_step`` fresh problems per step from the train split of the process (never a held-out
+    eval prompt, see :mod:`rlvr_ray.task.split`); resumable by step number.
 
     >>> sampler = PromptSampler(Vocab(13, ("+",)), (1, 2), prompts_per_step=4, seed=0, max_prompt_length=32)
     >>> len(sampler.sample(step=3))
@@ -26,9 +27,9 @@ class PromptSampler:
     def sample(self, step: int) -> PromptBatch:
         from rlvr_ray.task.rpn import generate_problems
 
-        # Training seeds live in their own stream (eval uses seed*1009+k with a different base seed).
+        # Training seeds live in their own stream, and the train split never holds an eval prompt.
         problems = generate_problems(
-            self.vocab, self.prompts_per_step, self.complexity_range, self.seed * 7_919_123 + step
+            self.vocab, self.prompts_per_step, self.complexity_range, self.seed * 7_919_123 + step, split="train"
         )
         longest = int(problems.prompt_lengths.max())
         if longest > self.max_prompt_length:

@@ -10,10 +10,13 @@ of at least 1024, so a training loop asking for N=128 mixed-complexity problems 
 varying) compiles once per k and then only reuses (a warm N=128 call takes about 8 ms of CPU).
 
 Problem i of ``generate_problems(vocab, n, range, seed)`` depends only on (vocab, range, seed, i), not on n.
+With ``split="train"`` (or ``"eval"``) it is the i-th problem of that stream whose prompt lies in the split (see
+:mod:`rlvr_ray.task.split`): training never sees an eval prompt.
 """
 
 from __future__ import annotations
 
+import math
 import operator
 import os
 
@@ -29,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlvr_ray.task.problems import Problems
+from rlvr_ray.task.split import EVAL_FRACTION, SPLITS, Split, split_mask
 from rlvr_ray.task.vocab import Vocab
 
 __all__ = [
@@ -36,6 +40,7 @@ __all__ = [
     "Problems",
     "completion_width",
     "generate_problems",
+    "problems_from_expressions",
     "reduce_pass",
     "reduction_chains",
     "sample_expressions",
@@ -47,6 +52,7 @@ TRACE_COUNTS: Counter[str] = Counter()
 _OP_KIND = {"+": 0, "-": 1, "*": 2}
 _MIN_BUCKET = 1024
 _MAX_P = 2**16
+_MAX_DRAWS_PER_KEPT = 16  # a split draw gives up (too few prompts on its side) after this many draws per kept one
 
 
 class _Ids(NamedTuple):
@@ -234,9 +240,19 @@ def _problems_batch(key: jax.Array, indices: jax.Array, k: int, ids: _Ids) -> tu
     TRACE_COUNTS["problems"] += 1
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
     exprs = jax.vmap(lambda key_i: _sample_one(key_i, k, ids.p, ids.num_ops))(keys)
+    return _solve(exprs, k, ids)
+
+
+def _solve(exprs: jax.Array, k: int, ids: _Ids) -> tuple[jax.Array, ...]:
+    """E0 [B, 2k+1] -> (E0, completions [B, k(k+1)+1] padded, completion lengths [B], answers [B])."""
     chains, lens = jax.vmap(lambda row: _chain_row(row, k, ids))(exprs)
     completions, completion_lens = jax.vmap(lambda c, n: _completion_row(c, n, k, ids))(chains, lens)
     return exprs, completions, completion_lens, chains[:, -1, 0]
+
+
+def _solve_batch(exprs: jax.Array, ids: _Ids) -> tuple[jax.Array, ...]:
+    TRACE_COUNTS["solve"] += 1
+    return _solve(exprs, (exprs.shape[1] - 1) // 2, ids)
 
 
 _sample_jit = jax.jit(_sample_batch, static_argnames="k")
@@ -244,6 +260,7 @@ _reduce_jit = jax.jit(_reduce_batch)
 _chains_jit = jax.jit(_chains_batch)
 _complexities_jit = jax.jit(_complexities_batch)
 _problems_jit = jax.jit(_problems_batch, static_argnames="k")
+_solve_jit = jax.jit(_solve_batch)
 
 
 def sample_expressions(key: jax.Array, n: int, k: int, p: int, num_ops: int) -> jax.Array:
@@ -288,14 +305,44 @@ def _padded_indices(indices: np.ndarray) -> np.ndarray:
     return out
 
 
-def generate_problems(vocab: Vocab, n: int, complexity_range: tuple[int, int], seed: int) -> Problems:
+def generate_problems(
+    vocab: Vocab, n: int, complexity_range: tuple[int, int], seed: int, split: Split = "all"
+) -> Problems:
     """n problems, complexity k uniform over ``complexity_range`` (inclusive) per problem, reproducible from seed.
+
+    ``split`` "train" or "eval" keeps only prompts of that side of the train/eval split: problem i is then the
+    i-th problem of the unsplit stream that lies in the split (more are drawn and the others rejected), so it
+    still depends only on (vocab, range, seed, split, i). ValueError when the split holds (almost) no prompt of
+    the range (a tiny prompt space).
+    """
+    low, high = _check_request(n, complexity_range)
+    n = operator.index(n)
+    if split == "all":
+        return _generate(vocab, n, low, high, seed)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    share = EVAL_FRACTION if split == "eval" else 1.0 - EVAL_FRACTION
+    # kept ~ Binomial(count, share): n / share draws plus 5 standard deviations are enough at the first try,
+    # except with odds below one in a million; then twice as many are drawn
+    count = int((n + 5 * math.sqrt(n * (1 - share))) / share) + 16
+    while count <= _MAX_DRAWS_PER_KEPT * (n + 16) / share:
+        problems = _generate(vocab, count, low, high, seed)
+        kept = np.flatnonzero(split_mask(problems.prompts, problems.prompt_lengths, split))
+        if len(kept) >= n:
+            return problems.take(kept[:n])
+        count *= 2
+    raise ValueError(
+        f"the {split} split of complexities {low}-{high} (p={vocab.p}, operators {''.join(vocab.operators)}) holds "
+        f"too few prompts to draw {n} problems from; raise the complexity or p"
+    )
+
+
+def _generate(vocab: Vocab, n: int, low: int, high: int, seed: int) -> Problems:
+    """Problems 0..n-1 of the unsplit stream.
 
     Complexities and expressions are drawn per problem index from keys folded out of the seed, then generated
     one complexity at a time (k fixes the array shapes) and scattered back in index order with numpy.
     """
-    low, high = _check_request(n, complexity_range)
-    n = operator.index(n)
     root = _seed_key(seed)
     k_key, e_key = jax.random.fold_in(root, 0), jax.random.fold_in(root, 1)
     all_indices = np.arange(_bucket(n), dtype=np.int32)
@@ -306,6 +353,24 @@ def generate_problems(vocab: Vocab, n: int, complexity_range: tuple[int, int], s
     outputs = {k: _problems_jit(e_key, _padded_indices(idx), k=k, ids=ids) for k, idx in members.items()}
     groups = {k: (idx, [np.asarray(a)[: len(idx)] for a in jax.device_get(outputs[k])]) for k, idx in members.items()}
     return _assemble(vocab, ks, groups)
+
+
+def problems_from_expressions(vocab: Vocab, exprs: np.ndarray) -> Problems:
+    """Problems of given expressions E0 [N, 2k+1] (ids, all of complexity k): their chains, completions, answers.
+
+    Rows are padded to a power-of-two bucket (as in :func:`generate_problems`) to bound recompilation.
+    """
+    exprs = np.asarray(exprs, dtype=np.int32)
+    if exprs.ndim != 2 or exprs.shape[1] < 3 or exprs.shape[1] % 2 == 0:
+        raise ValueError(f"expressions must be [N, 2k+1] with k >= 1, got shape {exprs.shape}")
+    n, k = exprs.shape[0], (exprs.shape[1] - 1) // 2
+    if n == 0:
+        return _assemble(vocab, np.zeros(0, dtype=np.int32), {})
+    padded = np.zeros((_bucket(n), exprs.shape[1]), dtype=np.int32)
+    padded[:n] = exprs
+    padded[n:] = np.where(np.arange(exprs.shape[1]) < k + 1, 0, vocab.p)  # "0 0 .. 0 op .. op": a valid filler
+    out = [np.asarray(a)[:n] for a in jax.device_get(_solve_jit(jnp.asarray(padded), _ids(vocab)))]
+    return _assemble(vocab, np.full(n, k, dtype=np.int32), {k: (np.arange(n), out)})
 
 
 def _assemble(vocab: Vocab, ks: np.ndarray, groups: dict[int, tuple[np.ndarray, list[np.ndarray]]]) -> Problems:
