@@ -1,9 +1,6 @@
 """Weight sync over NCCL: learner rank 0 broadcasts every tensor straight into the vLLM engines' GPU memory.
 
-UNTESTED HERE: this project's machines have no GPU, so nothing in this module has ever run. It is written after
-vLLM's own RLHF examples (``examples/offline_inference/rlhf.py`` / ``rlhf_utils.py``: a ``StatelessProcessGroup``
-rendezvous, a ``PyNcclCommunicator`` over it, broadcast from the trainer at rank 0, the worker loading what it
-received) and checked only for importing on CPU (every vLLM / CUDA import is inside a function) and by mypy.
+Every vLLM / CUDA / torch import is inside a function, so importing this module costs nothing on CPU.
 
 Pieces, and where they run:
 
@@ -13,27 +10,46 @@ Pieces, and where they run:
   with vLLM's own worker methods.
 - :func:`engine_join` / :func:`engine_receive` -- called by ``RolloutWorker.nccl_join`` / ``nccl_receive`` in
   the rollout actor; they reach the worker through ``LLM.collective_rpc``.
-- :class:`NcclWeightBroadcaster` -- created on learner rank 0 (a GPU process) with the rollout actor handles;
-  ``push(state_dict, version)`` is the NCCL twin of :func:`rlvr_ray.sync.object_store.push_weights`.
+- :class:`NcclWeightBroadcaster` -- created on learner rank 0 (a GPU process) with the rollout group's *live* list
+  of actor handles; ``push(state_dict, version)`` is the NCCL twin of
+  :func:`rlvr_ray.sync.object_store.push_weights`.
+- :func:`join_weight_group` / :func:`receive_weights` -- the collective itself, behind one small interface with two
+  implementations: ``nccl`` (vLLM's PyNcclCommunicator, GPU) and ``gloo`` (torch's ProcessGroupGloo, CPU). The
+  broadcaster's logic (membership, rejoin, deadlines, acknowledgements) is the same for both.
 
 Contract, same as the object-store path: every actor acknowledges ``version`` or :class:`WeightSyncTimeout` names
-the ones that did not within ``deadline_s``. NCCL collectives have no timeout of their own and hang if a peer is
-gone, so the broadcast runs in a helper thread and the deadline is enforced around it; after a timeout the
-communicator is in an unknown state and the broadcaster refuses further pushes (make a new one).
+the ones that did not within ``deadline_s``. Collectives have no timeout of their own and hang if a peer is gone, so
+the broadcast runs in a daemon thread and the deadline is enforced around it.
 
-Assumptions: one GPU worker per engine (tensor parallel size 1, what ``RolloutConfig`` describes), so NCCL rank
-``1 + i`` is actor ``i``; the group's world size is fixed, so a respawned rollout actor needs a new broadcaster
-(until then, ``RolloutGroup`` brings it up to date through the object store).
+Respawned engines. The group's world size is fixed when it is formed and a dead rank cannot be swapped out of a
+communicator, so the broadcaster re-forms the whole group (a new rendezvous on a new port, rank ``1 + i`` = actor
+``i``) whenever the actor handles differ from the ones that joined (``RolloutGroup`` replaces a dead actor in its
+``actors`` list in place, and the broadcaster reads that list on every push), or after a failed or timed-out push.
+A respawned engine starts at version 0; re-forming the group before the broadcast brings it to the pushed version,
+and :meth:`NcclWeightBroadcaster.catch_up` does so at once with the last pushed weights (kept as a copy on the
+learner's device), without waiting for the next push. ``rejoins`` counts the re-formed groups.
+
+Tested here (CPU, no GPU): the broadcaster with the ``gloo`` collective between real Ray actors, including a killed
+and respawned actor (tests/sync/test_nccl_on_cpu.py). NOT tested here: the ``nccl`` collective, the vLLM worker
+extension and :func:`engine_join` / :func:`engine_receive` (they need a GPU and vLLM's CUDA build); they follow vLLM's
+RLHF example (``examples/offline_inference/rlhf.py``: a ``StatelessProcessGroup`` rendezvous, a
+``PyNcclCommunicator`` over it, broadcast from the trainer at rank 0, the worker reloading what it received).
+
+Assumption: one GPU worker per engine (tensor parallel size 1, what ``RolloutConfig`` describes).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import datetime
+import socket
+import threading
 import time
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import ray
+from ray.exceptions import RayActorError, RayError
 
 from rlvr_ray.sync.object_store import WeightSyncError, WeightSyncTimeout
 
@@ -43,18 +59,85 @@ if TYPE_CHECKING:
 TensorMeta = tuple[str, str, tuple[int, ...]]
 """(HF parameter name, torch dtype name e.g. ``float32``, shape) of one broadcast tensor, in broadcast order."""
 
+Backend = Literal["nccl", "gloo"]
 EXTENSION_CLASS = "rlvr_ray.sync.nccl.NcclWeightReceiver"
 
 
-def _communicator(master_address: str, master_port: int, rank: int, world_size: int, device: Any) -> Any:
-    """A PyNcclCommunicator over a StatelessProcessGroup (a TCPStore rendezvous outside torch.distributed's
-    global group, so it cannot interfere with the learner's DDP group or vLLM's own groups). Blocks until all
-    ``world_size`` ranks have joined."""
-    from vllm.distributed.device_communicators.pynccl import PyNcclCommunicator
-    from vllm.distributed.utils import StatelessProcessGroup
+class _NcclGroup:
+    """vLLM's PyNcclCommunicator over a StatelessProcessGroup (a TCPStore rendezvous outside torch.distributed's
+    global group, so it cannot interfere with the learner's DDP group or vLLM's own groups)."""
 
-    group = StatelessProcessGroup.create(host=master_address, port=master_port, rank=rank, world_size=world_size)
-    return PyNcclCommunicator(group, device=device)
+    def __init__(self, master_address: str, master_port: int, rank: int, world_size: int, device: Any) -> None:
+        from vllm.distributed.device_communicators.pynccl import PyNcclCommunicator
+        from vllm.distributed.utils import StatelessProcessGroup
+
+        group = StatelessProcessGroup.create(host=master_address, port=master_port, rank=rank, world_size=world_size)
+        self.comm = PyNcclCommunicator(group, device=device)
+
+    def broadcast(self, tensor: torch.Tensor) -> None:
+        import torch
+
+        self.comm.broadcast(tensor, src=0, stream=torch.cuda.current_stream())
+
+    def synchronize(self) -> None:
+        import torch
+
+        torch.cuda.current_stream().synchronize()
+
+
+class _GlooGroup:
+    """torch's ProcessGroupGloo over its own TCPStore (rank 0 hosts it): the CPU twin of :class:`_NcclGroup`."""
+
+    def __init__(self, master_address: str, master_port: int, rank: int, world_size: int, timeout_s: float) -> None:
+        import torch.distributed as dist
+
+        timeout = datetime.timedelta(seconds=timeout_s)
+        store = dist.TCPStore(master_address, master_port, world_size, rank == 0, timeout=timeout)
+        self.group: Any = dist.ProcessGroupGloo(store, rank, world_size, timeout)
+
+    def broadcast(self, tensor: torch.Tensor) -> None:
+        import torch.distributed as dist
+
+        options = dist.BroadcastOptions()
+        options.rootRank = 0
+        self.group.broadcast([tensor], options).wait()
+
+    def synchronize(self) -> None:
+        pass
+
+
+def join_weight_group(
+    backend: Backend,
+    master_address: str,
+    master_port: int,
+    rank: int,
+    world_size: int,
+    device: Any = None,
+    timeout_s: float = 600.0,
+) -> _NcclGroup | _GlooGroup:
+    """Join the weight group as ``rank`` (0: the learner); blocks until all ``world_size`` ranks have joined.
+
+    ``timeout_s`` (gloo only; NCCL collectives have none): how long a rendezvous or a broadcast may wait for a peer
+    before it raises. A receiver blocked in a broadcast whose sender gave up cannot join a re-formed group until
+    then; with NCCL it stays blocked, and the broadcaster's next join times out naming it (replace that actor)."""
+    if backend == "nccl":
+        return _NcclGroup(master_address, master_port, rank, world_size, device)
+    if backend == "gloo":
+        return _GlooGroup(master_address, master_port, rank, world_size, timeout_s)
+    raise ValueError(f"weight-group backend {backend!r} is not one of: nccl, gloo")
+
+
+def receive_weights(group: _NcclGroup | _GlooGroup, meta: Sequence[TensorMeta], device: Any) -> list[tuple[str, Any]]:
+    """Receive every tensor of ``meta`` (in order) from rank 0; returns (name, tensor) pairs."""
+    import torch
+
+    received = []
+    for name, dtype_name, shape in meta:
+        tensor = torch.empty(shape, dtype=getattr(torch, dtype_name), device=device)
+        group.broadcast(tensor)
+        received.append((name, tensor))
+    group.synchronize()
+    return received
 
 
 def tensor_meta(state_dict: Mapping[str, torch.Tensor]) -> list[TensorMeta]:
@@ -68,20 +151,14 @@ class NcclWeightReceiver:
     def rlvr_init_weight_group(self, master_address: str, master_port: int, rank_offset: int, world_size: int) -> None:
         worker: Any = self
         rank = rank_offset + worker.rank  # worker.rank: this worker's rank inside its engine (0 with TP=1)
-        worker._rlvr_weight_group = _communicator(master_address, master_port, rank, world_size, worker.device)
+        # A re-formed group replaces the old communicator (the broadcaster re-forms it after an engine respawn).
+        worker._rlvr_weight_group = join_weight_group("nccl", master_address, master_port, rank, world_size,
+                                                      worker.device)  # fmt: skip
 
     def rlvr_receive_weights(self, meta: list[TensorMeta]) -> None:
         """Receive every tensor of ``meta`` (in order) from rank 0, then reload them in place."""
-        import torch
-
         worker: Any = self
-        group = worker._rlvr_weight_group
-        received = []
-        for name, dtype_name, shape in meta:
-            tensor = torch.empty(shape, dtype=getattr(torch, dtype_name), device=worker.device)
-            group.broadcast(tensor, src=0, stream=torch.cuda.current_stream())
-            received.append((name, tensor))
-        torch.cuda.current_stream().synchronize()
+        received = receive_weights(worker._rlvr_weight_group, meta, worker.device)
         # Same layer-wise in-place reload as the CPU path (handles fused qkv / gate_up and any repacking).
         worker.reload_weights(weights_iterator=received)
 
@@ -104,48 +181,125 @@ def _require_vllm(engine: Any) -> None:
         raise TypeError(f"NCCL weight sync needs rollout.engine=vllm on GPU, got {type(engine).__name__}")
 
 
+def free_port(address: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        return int(sock.getsockname()[1])
+
+
+def _in_daemon_thread(fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
+    """Run ``fn`` in a daemon thread: a collective hung on a dead peer must not keep the process from exiting."""
+    future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def target() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as err:  # handed to the waiting caller
+            future.set_exception(err)
+
+    threading.Thread(target=target, name="rlvr-weight-group", daemon=True).start()
+    return future
+
+
+def _actor_key(actor: Any) -> str:
+    actor_id = getattr(actor, "_actor_id", None)
+    return actor_id.hex() if actor_id is not None else str(id(actor))
+
+
 class NcclWeightBroadcaster:
-    """Learner rank 0's end of the NCCL group; one per set of rollout actors.
+    """Learner rank 0's end of the weight group over the rollout actors.
+
+    Arguments:
+        actors: the rollout group's live list of actor handles (``RolloutGroup.actors``, which it updates in place
+            when it replaces a dead actor), or a callable returning the current handles. Read on every push.
+        master_address: this process's address, reachable from every engine.
+        master_port: the port of the first rendezvous (later ones, after a respawn, take a free port).
+        deadline_s: how long a join or a push may take before :class:`WeightSyncTimeout`.
+        backend: ``nccl`` (GPU engines) or ``gloo`` (CPU; what the tests run).
+        device: where the broadcast tensors live (default: the current CUDA device for nccl, CPU for gloo).
 
     >>> address = ray.util.get_node_ip_address()  # doctest: +SKIP
     >>> broadcaster = NcclWeightBroadcaster(group.actors, address, 29555, deadline_s=120.0)  # doctest: +SKIP
     >>> broadcaster.push(model.state_dict(), version=1)  # doctest: +SKIP
     """
 
-    def __init__(self, actors: Sequence[Any], master_address: str, master_port: int, deadline_s: float) -> None:
+    def __init__(
+        self,
+        actors: Sequence[Any] | Callable[[], Sequence[Any]],
+        master_address: str,
+        master_port: int,
+        deadline_s: float,
+        backend: Backend = "nccl",
+        device: Any = None,
+    ) -> None:
         import torch
 
-        self.actors = list(actors)
-        self.deadline_s = deadline_s
-        self.device = torch.device("cuda", torch.cuda.current_device())
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlvr-nccl")
-        self._broken = False
-        world_size = 1 + len(self.actors)
-        # The rendezvous blocks until every rank arrives, so the engines must be joining while we join.
-        joins = [a.nccl_join.remote(master_address, master_port, 1 + i, world_size) for i, a in enumerate(self.actors)]
-        started = time.monotonic()
-        joined = self._pool.submit(_communicator, master_address, master_port, 0, world_size, self.device)
-        self.group = self._within_deadline(joined, "join the NCCL weight group", joins, version=None)
-        _wait_acks(joins, None, self._remaining(started))
+        self._current: Callable[[], Sequence[Any]] = actors if callable(actors) else (lambda: actors)
+        self.master_address, self.deadline_s, self.backend = master_address, deadline_s, backend
+        if device is None:
+            device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+        self.device = device
+        self.rejoins = 0  # groups re-formed after the first (an engine respawned, or a push failed)
+        self._members: list[str] = []
+        self._needs_rejoin = False
+        self._last: tuple[dict[str, torch.Tensor], int] | None = None
+        self._join(list(self._current()), master_port)
+
+    @property
+    def actors(self) -> list[Any]:
+        """The rollout actors as of now (the group's current handles)."""
+        return list(self._current())
 
     def push(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
-        """Broadcast ``state_dict`` to every engine and wait until all acknowledge ``version``."""
-        if self._broken:
-            raise WeightSyncError("an earlier NCCL weight sync timed out; create a new NcclWeightBroadcaster")
+        """Broadcast ``state_dict`` to every engine and wait until all acknowledge ``version``.
+
+        Re-forms the group first when an engine was replaced since the last push (the new one joins and receives
+        this version like the others) or when the last push failed."""
         tensors = {name: t.detach().to(self.device).contiguous() for name, t in state_dict.items()}
-        acks = [a.nccl_receive.remote(tensor_meta(tensors), version) for a in self.actors]
-        sent = self._pool.submit(self._broadcast_all, list(tensors.values()))
+        self._last = ({name: t.clone() for name, t in tensors.items()}, version)
+        self._send(tensors, version)
+
+    def catch_up(self) -> bool:
+        """If an engine was replaced since the last push, re-form the group and re-send the last pushed weights
+        (same version), so a respawned engine holds them before it generates. Returns whether it did."""
+        if self._last is None or not self._membership_changed():
+            return False
+        self._send(*self._last)
+        return True
+
+    # ------------------------------------------------------------------------------------------------------------
+
+    def _membership_changed(self) -> bool:
+        return [_actor_key(a) for a in self._current()] != self._members
+
+    def _send(self, tensors: Mapping[str, torch.Tensor], version: int) -> None:
+        actors = list(self._current())
+        if self._needs_rejoin or self._membership_changed():
+            self._join(actors, free_port(self.master_address))
+            self.rejoins += 1
+        acks = [a.nccl_receive.remote(tensor_meta(tensors), version) for a in actors]
         started = time.monotonic()
+        sent = _in_daemon_thread(self._broadcast_all, self.group, list(tensors.values()))
         self._within_deadline(sent, f"broadcast version {version}", acks, version)
-        _wait_acks(acks, version, self._remaining(started))
+        self._acknowledged(acks, version, self._remaining(started))
 
-    def _broadcast_all(self, tensors: list[torch.Tensor]) -> None:
-        import torch
+    def _join(self, actors: list[Any], port: int) -> None:
+        """Form the group: rank 0 here, rank ``1 + i`` actor ``i``. The rendezvous blocks until every rank
+        arrives, so the engines must be joining while we join."""
+        self._needs_rejoin = True  # until this join completes
+        world_size = 1 + len(actors)
+        joins = [a.nccl_join.remote(self.master_address, port, 1 + i, world_size) for i, a in enumerate(actors)]
+        started = time.monotonic()
+        joined = _in_daemon_thread(join_weight_group, self.backend, self.master_address, port, 0, world_size,
+                                   self.device)  # fmt: skip
+        self.group = self._within_deadline(joined, "join the weight group", joins, version=None)
+        self._acknowledged(joins, None, self._remaining(started))
+        self._members, self._needs_rejoin = [_actor_key(a) for a in actors], False
 
-        stream = torch.cuda.current_stream()
+    def _broadcast_all(self, group: _NcclGroup | _GlooGroup, tensors: list[torch.Tensor]) -> None:
         for tensor in tensors:
-            self.group.broadcast(tensor, src=0, stream=stream)
-        stream.synchronize()
+            group.broadcast(tensor)
+        group.synchronize()
 
     def _within_deadline(
         self, future: concurrent.futures.Future, what: str, acks: list[Any], version: int | None
@@ -153,15 +307,25 @@ class NcclWeightBroadcaster:
         try:
             return future.result(timeout=self.deadline_s)
         except concurrent.futures.TimeoutError:
-            self._broken = True
+            self._needs_rejoin = True  # the communicator is in an unknown state: the next push re-forms the group
             silent = [i for i, ref in enumerate(acks) if not ray.wait([ref], timeout=0)[0]]
             raise WeightSyncTimeout(
-                f"NCCL weight sync (version {version}): could not {what} within sync.deadline_s={self.deadline_s:g}s; "
-                f"rollout actors not done: {silent}"
+                f"{self.backend} weight sync (version {version}): could not {what} within "
+                f"sync.deadline_s={self.deadline_s:g}s; rollout actors not done: {silent}"
             ) from None
+        except Exception as err:
+            self._needs_rejoin = True
+            raise WeightSyncError(f"{self.backend} weight sync (version {version}): could not {what}: {err}") from err
 
     def _remaining(self, started: float) -> float:
         return max(0.0, self.deadline_s - (time.monotonic() - started))
+
+    def _acknowledged(self, acks: list[Any], version: int | None, timeout_s: float) -> None:
+        try:
+            _wait_acks(acks, version, timeout_s)
+        except WeightSyncError:
+            self._needs_rejoin = True
+            raise
 
 
 def _wait_acks(acks: list[Any], version: int | None, timeout_s: float) -> None:
@@ -173,11 +337,22 @@ def _wait_acks(acks: list[Any], version: int | None, timeout_s: float) -> None:
     if silent:
         indices = sorted(actor_of[ref] for ref in silent)
         raise WeightSyncTimeout(
-            f"NCCL weight sync (version {version}): rollout actors {indices} "
-            f"did not acknowledge within {timeout_s:.1f}s"
+            f"weight sync (version {version}): rollout actors {indices} did not acknowledge within {timeout_s:.1f}s"
         )
-    if version is None:
-        return
-    wrong = sorted(actor_of[ref] for ref, got in zip(done, ray.get(done), strict=True) if got != version)
-    if wrong:
-        raise WeightSyncError(f"NCCL weight sync: rollout actors {wrong} did not report version {version}")
+    died, wrong = [], []
+    for ref in done:
+        try:
+            got = ray.get(ref)
+        except RayActorError:
+            died.append(actor_of[ref])
+            continue
+        except RayError as err:  # the receive itself failed (e.g. the collective lost a peer)
+            got = f"error {err.__class__.__name__}"
+        if version is not None and got != version:
+            wrong.append(actor_of[ref])
+    if died or wrong:
+        raise WeightSyncError(
+            f"weight sync (version {version}): rollout actors {sorted(died)} died, {sorted(wrong)} failed or did not "
+            f"report version {version}",
+            died=sorted(died),
+        )
