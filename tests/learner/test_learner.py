@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from rlvr_ray.algo.masked import masked_mean
 from rlvr_ray.config import ModelConfig, TrainingConfig
-from rlvr_ray.learner.batch import build_train_batch, shard_by_groups
+from rlvr_ray.learner.batch import TrainBatch, build_train_batch, shard_by_groups
 from rlvr_ray.learner.learner import Learner, logprob_mismatch
 from rlvr_ray.learner.model import PolicyWithValue
 from rlvr_ray.policy import build_model, load_policy, save_policy
@@ -133,18 +135,167 @@ def test_equal_rewards_in_every_group_leave_grpo_policy_unchanged(tmp_path: Path
     assert all(torch.equal(before[k], v) for k, v in params_of(learner).items())
 
 
-def test_kl_term_is_logged_and_zero_before_any_update(tmp_path: Path) -> None:
-    learner, model_dir = make_learner(tmp_path, "grpo", kl_coef=0.1, ppo_epochs=1)
+def test_kl_loss_is_exactly_zero_at_the_reference_then_the_hand_computed_k3(tmp_path: Path) -> None:
+    # One mini-batch per update, so loss/kl is measured before that update's optimizer step.
+    learner, model_dir = make_learner(tmp_path, "grpo", kl_coef=0.1, mini_batch_size=8)
     batch = build_train_batch(engine_rollouts(model_dir, [1, 0, 0, 1, 0, 1, 1, 0]), VOCAB.pad)
+    first = learner.update(batch)
+    assert first["loss/kl"] == 0.0  # policy == reference
+    old = learner.old_outputs(batch)
+    assert old.ref_logp is not None
+    # k3 per token by hand: exp(ref - logp) - (ref - logp) - 1; grpo aggregates by sequence then over sequences.
+    d = (old.ref_logp - old.logp).double()
+    k3 = (d.exp() - d - 1) * batch.mask
+    expected = float((k3.sum(-1) / batch.mask.sum(-1)).mean())
+    second = learner.update(batch)
+    assert expected > 1e-6
+    assert second["loss/kl"] == pytest.approx(expected, rel=1e-4)
+    assert "reward/kl" not in second
+
+
+def test_reinforce_pp_puts_token_kl_in_the_reward(tmp_path: Path) -> None:
+    learner, model_dir = make_learner(tmp_path, "reinforce_pp", kl_coef=0.5, learning_rate=0.05, mini_batch_size=8)
+    batch = build_train_batch(engine_rollouts(model_dir, [1, 0, 0, 1, 0, 1, 1, 0]), VOCAB.pad)
+    learner.update(batch)  # move away from the reference
     stats = learner.update(batch)
-    assert "loss/kl" in stats and stats["loss/kl"] >= 0.0
+    assert "loss/kl" not in stats and stats["reward/kl"] > 1e-6
+    old = learner.old_outputs(batch)
+    _, returns = learner.advantages(batch, old)
+    assert old.ref_logp is not None
+    # Return-to-go by hand (gamma = 1): score at the last token, minus 0.5 * k3 at every token, summed backwards.
+    kl = (torch.exp(old.ref_logp - old.logp) - (old.ref_logp - old.logp) - 1).tolist()
+    for i in range(len(batch)):
+        positions = batch.mask[i].nonzero().flatten().tolist()
+        running = 0.0
+        for j in reversed(positions):
+            running += -0.5 * kl[i][j] + (float(batch.scores[i]) if j == positions[-1] else 0.0)
+            assert float(returns[i, j]) == pytest.approx(running, abs=1e-5)
 
 
-def test_early_stopping_stops_after_first_epoch(tmp_path: Path) -> None:
+def test_early_stopping_stops_after_exactly_one_epoch(tmp_path: Path) -> None:
     learner, model_dir = make_learner(
         tmp_path, "grpo", ppo_epochs=4, early_stopping=True, target_kl=1e-12, learning_rate=0.05
     )
     batch = build_train_batch(engine_rollouts(model_dir, [1, 0, 0, 1, 0, 1, 1, 0]), VOCAB.pad)
     stats = learner.update(batch)
     assert stats["ppo/early_stopped"] == 1.0
-    assert stats["ppo/optimizer_steps"] < 8
+    assert stats["ppo/optimizer_steps"] == 2  # one epoch of 2 mini-batches
+    learner.cfg = learner.cfg.model_copy(update={"target_kl": 1e6})
+    stats = learner.update(batch)
+    assert stats["ppo/early_stopped"] == 0.0 and stats["ppo/optimizer_steps"] == 8
+
+
+def surrogate(learner: Learner, batch: TrainBatch, adv: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean advantage-weighted logprob of the batch's tokens under the current policy."""
+    return float(masked_mean(adv * learner.old_outputs(batch).logp, mask))
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "dr_grpo", "rloo", "reinforce_pp", "dapo", "ppo"])
+def test_one_update_increases_the_surrogate_objective(tmp_path: Path, algorithm: str) -> None:
+    # A sign-flipped loss also changes the parameters; only the right sign raises the objective it was given.
+    learner, model_dir = make_learner(tmp_path, algorithm, learning_rate=1e-3, mini_batch_size=8)
+    batch = build_train_batch(engine_rollouts(model_dir, [1, 0, 0, 1, 0, 1, 1, 0]), VOCAB.pad)
+    tensors, _ = learner.prepare(batch)
+    before = surrogate(learner, batch, tensors.adv, tensors.mask)
+    learner.update(batch)
+    after = surrogate(learner, batch, tensors.adv, tensors.mask)
+    assert after > before + 1e-4
+
+
+@pytest.mark.parametrize("algorithm", ["rloo", "grpo", "dr_grpo", "dapo", "reinforce_pp", "ppo"])
+def test_one_micro_batch_and_four_give_the_same_gradient(tmp_path: Path, algorithm: str) -> None:
+    grads = []
+    for accumulation in (1, 4):
+        learner, model_dir = make_learner(
+            tmp_path / str(accumulation), algorithm, mini_batch_size=8, gradient_accumulation_steps=accumulation,
+            max_grad_norm=1e6,
+        )  # fmt: skip
+        batch = build_train_batch(engine_rollouts(model_dir, [1, 0, 0, 1, 0, 1, 1, 0]), VOCAB.pad)
+        learner.update(batch)
+        grads.append({k: p.grad for k, p in learner.policy.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_dapo_drops_equal_reward_groups_from_the_token_mean(tmp_path: Path) -> None:
+    # Group 1 has equal rewards: it must not dilute the loss, so the gradient is that of group 0 alone.
+    grads, stats = [], []
+    for keep_all in (True, False):
+        learner, model_dir = make_learner(tmp_path / str(keep_all), "dapo", mini_batch_size=8, max_grad_norm=1e6)
+        batch = build_train_batch(engine_rollouts(model_dir, [1, 0, 0, 1, 1, 1, 1, 1]), VOCAB.pad)
+        if not keep_all:
+            learner.cfg = learner.cfg.model_copy(update={"batch_size": 4, "mini_batch_size": 4})
+            batch = batch.select(batch.group_ids == 0)
+        stats.append(learner.update(batch))
+        grads.append({k: p.grad for k, p in learner.policy.named_parameters() if p.grad is not None})
+    assert stats[0]["dynamic_sampling/kept_frac"] == 0.5 and stats[1]["dynamic_sampling/kept_frac"] == 1.0
+    for name, grad in grads[1].items():
+        torch.testing.assert_close(grads[0][name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_dapo_overlong_punishment_by_hand(tmp_path: Path) -> None:
+    # max 6 tokens, buffer 2: lengths up to 4 pay nothing, 5 pays 0.5, 6 pays 1.
+    learner, model_dir = make_learner(tmp_path, "dapo", max_generation_length=6, overlong_buffer=2)
+    batch = build_train_batch(engine_rollouts(model_dir, [1, 0, 0, 1, 0, 1, 1, 0]), VOCAB.pad)
+    lengths = batch.mask.sum(-1).tolist()
+    penalty = {1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0, 5: -0.5, 6: -1.0}
+    scores, _, stats = learner.shaped_scores(batch)
+    expected = [float(r) + penalty[int(n)] for r, n in zip(batch.scores.tolist(), lengths, strict=True)]
+    assert scores.tolist() == pytest.approx(expected)
+    assert stats["reward/overlong_penalty_mean"] == pytest.approx(sum(penalty[int(n)] for n in lengths) / 8)
+    assert any(n >= 5 for n in lengths)  # the case is exercised
+
+
+def stale_batch(model_dir: Path, versions: list[int], logp_shift: list[float]) -> TrainBatch:
+    scored = engine_rollouts(model_dir, [1, 0, 0, 1, 0, 1, 1, 0])
+    scored.rollouts.policy_version[:] = versions
+    for i, shift in enumerate(logp_shift):
+        scored.rollouts.logprobs[i] = [lp + shift for lp in scored.rollouts.logprobs[i]]
+    return build_train_batch(scored, VOCAB.pad, learner_version=5)
+
+
+def test_build_train_batch_staleness() -> None:
+    prompts = [VOCAB.encode("<boe> 1")] * 4
+    scored = scored_batch(prompts, [[VOCAB.eoe]] * 4, [[0.0]] * 4, range(4), 2)
+    scored.rollouts.policy_version[:] = [3, 3, 2, 1]
+    assert build_train_batch(scored, VOCAB.pad).staleness.tolist() == [0, 0, 1, 2]
+    assert build_train_batch(scored, VOCAB.pad, learner_version=4).staleness.tolist() == [1, 1, 2, 3]
+    with pytest.raises(ValueError, match="newer than learner version 2"):
+        build_train_batch(scored, VOCAB.pad, learner_version=2)
+
+
+def test_on_policy_is_weights_are_exactly_one_and_the_loss_is_the_old_formula(tmp_path: Path) -> None:
+    learner, model_dir = make_learner(tmp_path, "rloo", mini_batch_size=8)
+    batch = stale_batch(model_dir, [5] * 8, [-0.3] * 8)  # engine logprobs off, but every sample is on-policy
+    tensors, stats = learner.prepare(batch)
+    assert tensors.is_weight is None
+    assert stats["offpolicy/is_weight_mean"] == 1.0 and stats["offpolicy/is_clipped_frac"] == 0.0
+    loss, _ = learner.micro_step_loss(batch, tensors, tensors.mask.sum())
+    logp = learner.old_outputs(batch).logp
+    ratio = torch.exp(logp - tensors.old.logp)
+    old_formula = masked_mean(torch.maximum(-tensors.adv * ratio, -tensors.adv * ratio.clamp(0.8, 1.2)), batch.mask)
+    assert torch.equal(loss, old_formula)
+
+
+def test_stale_samples_get_the_truncated_importance_ratio(tmp_path: Path) -> None:
+    learner, model_dir = make_learner(tmp_path, "rloo", is_cap=2.0)
+    # samples 0-1 on-policy, 2-3 one version stale with behaviour logp 0.3 lower, 4-7 two stale, 1.0 lower.
+    batch = stale_batch(model_dir, [5, 5, 4, 4, 3, 3, 3, 3], [0.0, -0.3, -0.3, -0.3, -1.0, -1.0, -1.0, -1.0])
+    tensors, stats = learner.prepare(batch)
+    assert tensors.is_weight is not None
+    w = tensors.is_weight * batch.mask
+    prox = tensors.old.logp
+    for i in range(8):
+        on = batch.mask[i] > 0
+        if i < 2:
+            assert torch.equal(w[i][on], torch.ones(int(on.sum())))  # exactly 1, though row 1's engine logp is off
+        else:
+            expected = torch.exp(prox[i] - batch.engine_logp[i]).clamp(max=2.0)[on]
+            torch.testing.assert_close(w[i][on], expected)
+            assert abs(float(w[i][on][0]) - (math.exp(0.3) if i < 4 else 2.0)) < 1e-3
+    stale_tokens = float(batch.mask[2:].sum())
+    assert stats["offpolicy/is_weight_max"] == pytest.approx(2.0)
+    assert stats["offpolicy/is_clipped_frac"] == pytest.approx(float(batch.mask[4:].sum()) / stale_tokens, abs=1e-6)
+    update = learner.update(batch)
+    assert update["offpolicy/is_weight_max"] == pytest.approx(2.0)
