@@ -1,0 +1,184 @@
+"""The bounded-staleness pipeline, in one process: the controller's step against a plain synchronous loop.
+
+A real TorchEngine, a real learner and the real reward functions; only the Ray plumbing (actors, object store) is
+replaced by an in-process group whose ``submit`` generates at once, which is what Ray's in-order actor queue gives:
+a generation runs on the weights the engine holds when it is submitted, before any later sync.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from rollout_testkit import TINY, VOCAB, make_policy
+
+from rlvr_ray.config import RunConfig, TrainingConfig
+from rlvr_ray.controller import Controller
+from rlvr_ray.learner.checkpoint import LoopState
+from rlvr_ray.learner.learner import Learner
+from rlvr_ray.learner.model import PolicyWithValue
+from rlvr_ray.learner.worker import LearnerRank
+from rlvr_ray.policy import load_policy
+from rlvr_ray.rollout.pipeline import RolloutBuffer, StalenessError, within_bound
+from rlvr_ray.rollout.torch_engine import TorchEngine
+from rlvr_ray.types import PromptBatch, RolloutBatch, SamplingSpec, ScoredBatch
+from rlvr_ray.verify.pool import length_scorer
+
+STEPS = 4
+
+
+class InProcessGroup:
+    """The RolloutGroup API on one in-process engine; counts the generations it made."""
+
+    def __init__(self, model_dir: str) -> None:
+        self.engine, self.version, self.respawns, self.generated = TorchEngine(model_dir), 0, 0, 0
+
+    def submit(self, prompts: PromptBatch, spec: SamplingSpec) -> RolloutBatch:
+        self.generated += 1
+        completions = self.engine.generate(prompts.prompt_ids, spec)
+        group_ids = np.array([c.prompt_index for c in completions], dtype=np.int64)
+        return RolloutBatch(
+            prompt_ids=[prompts.prompt_ids[g] for g in group_ids],
+            completion_ids=[c.token_ids for c in completions],
+            logprobs=[c.logprobs for c in completions],
+            group_ids=group_ids,
+            answers=np.asarray(prompts.answers)[group_ids],
+            complexities=np.asarray(prompts.complexities)[group_ids],
+            policy_version=np.full(len(completions), self.version, dtype=np.int64),
+        )
+
+    def collect(self, pending: RolloutBatch) -> RolloutBatch:
+        return pending
+
+    def generate(self, prompts: PromptBatch, spec: SamplingSpec) -> RolloutBatch:
+        return self.collect(self.submit(prompts, spec))
+
+    def sync(self, state: dict[str, torch.Tensor], version: int, deadline_s: float | None = None) -> None:
+        self.engine.load_weights(state)
+        self.version = version
+
+    def versions(self) -> list[int]:
+        return [self.version]
+
+
+class InProcessVerifier:
+    """Rewards the completion's length: a random tiny policy almost never answers right, and a reward that varies
+    within every group makes each step move the weights."""
+
+    def __init__(self, cfg: TrainingConfig) -> None:
+        self.score_fn = length_scorer
+
+    def prescore(self, pending: RolloutBatch) -> list[object]:
+        return []
+
+    def score(self, rollouts: RolloutBatch, prescored: list[object] | None = None) -> ScoredBatch:
+        scores = self.score_fn(rollouts.prompt_ids, rollouts.completion_ids, rollouts.answers.tolist())
+        return ScoredBatch(rollouts, scores, {})
+
+
+def make_run(policy: str, max_staleness: int) -> tuple[RunConfig, LearnerRank, InProcessGroup]:
+    training = TrainingConfig(
+        batch_size=16, group_size=4, mini_batch_size=8, max_generation_length=10, complexity_range=(1, 1),
+        learning_rate=3e-3, seed=3, max_staleness=max_staleness, ppo_steps=STEPS, reward_type="combined",
+    )  # fmt: skip
+    cfg = RunConfig(model=TINY, training=training)
+    torch.manual_seed(0)
+    module = PolicyWithValue(load_policy(policy), with_value_head=False)
+    learner = LearnerRank(Learner(training, module, module, None), 0, 1, VOCAB.pad, torch.device("cpu"))
+    return cfg, learner, InProcessGroup(policy)
+
+
+def controller_weights(policy: str, max_staleness: int) -> tuple[dict[str, torch.Tensor], list[dict], Controller]:
+    cfg, learner, group = make_run(policy, max_staleness)
+    controller = Controller(cfg, VOCAB, learner, group, InProcessVerifier(cfg.training), tracker=None)
+    state = LoopState()
+    metrics = [controller.step(step, step + 1 == STEPS, state) for step in range(STEPS)]
+    return learner.policy_state(), metrics, controller
+
+
+def synchronous_weights(policy: str) -> dict[str, torch.Tensor]:
+    """The synchronous loop written out: sample, generate, verify, update, sync, one after the other."""
+    cfg, learner, group = make_run(policy, 0)
+    controller = Controller(cfg, VOCAB, learner, group, InProcessVerifier(cfg.training), tracker=None)
+    sampling = controller.buffer.sampling
+    for step in range(STEPS):
+        prompts = controller.sampler.sample(step)
+        rollouts = group.generate(prompts, dataclasses.replace(sampling, seed=sampling.seed * 1_000_003 + step))
+        learner.update(controller.verifier.score(rollouts), step)
+        group.sync(learner.policy_state(), step + 1)
+    return learner.policy_state()
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return make_policy(tmp_path_factory.mktemp("pipeline_policy"), seed=2, weight_std=0.05)
+
+
+def test_max_staleness_0_is_the_synchronous_loop_bit_for_bit(policy: str) -> None:
+    weights, metrics, _ = controller_weights(policy, 0)
+    reference = synchronous_weights(policy)
+    for name, tensor in reference.items():
+        assert torch.equal(weights[name], tensor), name
+    initial = load_policy(policy).state_dict()
+    assert any(not torch.equal(initial[name], tensor) for name, tensor in weights.items())  # training happened
+    assert all(m["async/staleness_max"] == 0 for m in metrics)
+    assert all(m["offpolicy/is_weight_max"] == 1.0 == m["offpolicy/is_weight_mean"] for m in metrics)
+
+
+def test_max_staleness_1_trains_on_one_version_old_samples_and_differs(policy: str) -> None:
+    weights, metrics, _ = controller_weights(policy, 1)
+    assert [m["async/staleness_max"] for m in metrics] == [0.0] + [1.0] * (STEPS - 1)
+    assert [m["sync/engine_version"] for m in metrics] == [float(s + 1) for s in range(STEPS)]
+    reference = synchronous_weights(policy)
+    assert any(not torch.equal(weights[name], tensor) for name, tensor in reference.items())
+
+
+def test_snapshot_restores_the_in_flight_generations_exactly(policy: str) -> None:
+    _, _, controller = controller_weights(policy, 1)
+    buffer = controller.buffer
+    buffer.fill(STEPS, STEPS + 1)  # generations for the next two steps, in flight
+    saved = json.loads(json.dumps(buffer.snapshot()))
+    restored = RolloutBuffer(buffer.group, buffer.sample, buffer.sampling, 1)
+    restored.restore(saved)
+    for step in (STEPS, STEPS + 1):
+        original, again = buffer.take(step, STEPS)[0], restored.take(step, STEPS)[0]
+        assert again.completion_ids == original.completion_ids
+        assert again.logprobs == original.logprobs  # floats survive JSON exactly
+        assert again.policy_version.tolist() == original.policy_version.tolist()
+
+
+class StaleGroup(InProcessGroup):
+    """Collects batches stamped with a version far in the past (e.g. an engine that missed syncs)."""
+
+    def __init__(self, model_dir: str, stale_collects: int) -> None:
+        super().__init__(model_dir)
+        self.stale_collects = stale_collects
+
+    def collect(self, pending: RolloutBatch) -> RolloutBatch:
+        if self.stale_collects > 0:
+            self.stale_collects -= 1
+            pending = dataclasses.replace(pending, policy_version=pending.policy_version * 0 - 5)
+        return pending
+
+
+def test_a_batch_over_the_bound_is_refused_counted_and_regenerated(policy: str) -> None:
+    cfg, _, _ = make_run(policy, 1)
+    group = StaleGroup(policy, stale_collects=1)
+    controller = Controller(cfg, VOCAB, make_run(policy, 1)[1], group, InProcessVerifier(cfg.training), None)
+    buffer = controller.buffer
+    buffer.fill(0, 3)
+    batch, _ = buffer.take(0, 0)
+    assert buffer.refused == 1 and group.generated == 3  # two submitted by fill, one regeneration
+    assert within_bound(batch, 0, 1) and set(batch.policy_version.tolist()) == {0}
+
+
+def test_a_regenerated_batch_still_over_the_bound_raises(policy: str) -> None:
+    cfg, learner, _ = make_run(policy, 0)
+    group = StaleGroup(policy, stale_collects=2)
+    buffer = Controller(cfg, VOCAB, learner, group, InProcessVerifier(cfg.training), None).buffer
+    buffer.fill(0, 0)
+    with pytest.raises(StalenessError, match="step 0: regenerated rollouts come from weight versions"):
+        buffer.take(0, 0)
