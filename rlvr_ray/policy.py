@@ -3,13 +3,20 @@
 ``save_policy`` writes a directory that transformers and vLLM both load with no network: safetensors weights,
 ``config.json``, ``generation_config.json`` (``<eoe>`` eos, ``<pad>`` pad), the tokenizer files and ``task.json``
 (p and operators, so every consumer rebuilds the same :class:`Vocab`).
+
+No filesystem is shared between the driver, learner workers and rollout actors on a cluster: a policy directory
+crosses hosts as ``pack_policy_dir`` bytes (through the object store) and ``materialize_policy`` writes it back to
+a local directory on the receiving side.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rlvr_ray.config import ModelConfig
 from rlvr_ray.task.vocab import Vocab
@@ -99,3 +106,50 @@ def load_policy(model_dir: str | Path) -> LlamaForCausalLM:
 
 def count_parameters(model: LlamaForCausalLM) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+_MATERIALIZED: dict[str, str] = {}  # content hash -> local directory, one copy per process
+
+
+def pack_policy_dir(path: str | Path) -> dict[str, bytes]:
+    """A saved policy directory as ``{relative path: bytes}``: what crosses hosts through the object store."""
+    root = Path(path)
+    if not (root / "config.json").is_file():
+        raise FileNotFoundError(f"{root} is not a policy directory (no config.json)")
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def packed_digest(packed: Mapping[str, bytes]) -> str:
+    """sha256 over the names and contents of a packed directory (order-independent)."""
+    digest = hashlib.sha256()
+    for name in sorted(packed):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(packed[name]).digest())
+    return digest.hexdigest()
+
+
+def write_packed(packed: Mapping[str, bytes], out_dir: str | Path) -> Path:
+    """Write a packed directory to ``out_dir`` (created; existing files of the same names are replaced)."""
+    out = Path(out_dir)
+    for name, data in packed.items():
+        target = out / name
+        if ".." in Path(name).parts or Path(name).is_absolute():
+            raise ValueError(f"packed policy entry {name!r} escapes its directory")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    return out
+
+
+def materialize_policy(source: str | Path | Mapping[str, bytes] | Any) -> str:
+    """A local policy directory for ``source``: a path is returned as is; a packed dict (or an object ref to one) is
+    written once per process into a temporary directory, keyed by its content, and that path is returned."""
+    if isinstance(source, (str, Path)):
+        return str(source)
+    if not isinstance(source, Mapping):
+        import ray
+
+        source = ray.get(source)
+        assert isinstance(source, Mapping), f"policy object ref holds {type(source).__name__}, not a packed dict"
+    key = packed_digest(source)
+    if key not in _MATERIALIZED or not Path(_MATERIALIZED[key], "config.json").is_file():
+        _MATERIALIZED[key] = str(write_packed(source, tempfile.mkdtemp(prefix=f"rlvr_policy_{key[:12]}_")))
+    return _MATERIALIZED[key]

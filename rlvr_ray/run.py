@@ -8,15 +8,25 @@ import functools
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlvr_ray.config import RunConfig, dump_config
-from rlvr_ray.eval import EvalRow, evaluate_model_dir, format_before_after
+from rlvr_ray.config import ConfigError, ModelConfig, RunConfig, SFTConfig, TaskConfig, dump_config
+from rlvr_ray.eval import EvalRow, format_before_after
+from rlvr_ray.learner.checkpoint import (
+    FINGERPRINT_FILE,
+    KEEP_PER_RUN,
+    LOOP_FILE,
+    CheckpointStore,
+    fingerprint_mismatch,
+    run_fingerprint,
+)
+from rlvr_ray.sft import TrainFn
 from rlvr_ray.tracking import RUN_ID_FILE, Tracker, flatten_params, resolve_tracking_uri
 
 
@@ -79,65 +89,99 @@ def init_ray(local_cpus: int, local_resources: dict[str, float]) -> None:
 
 
 def open_tracker(cfg: RunConfig, out: Path, parent_run_id: str | None) -> Tracker:
-    """Reopen this output directory's MLflow run on resume, else create one."""
+    """Reopen this output directory's MLflow run on resume (new run-length / cadence values recorded as
+    ``param_update.*`` tags, since MLflow params are immutable), else create one."""
     uri = resolve_tracking_uri(cfg.tracking.tracking_uri, out.parent)
     id_file = out / RUN_ID_FILE
+    params = flatten_params(cfg.model_dump(mode="json"))
     if cfg.resume and id_file.is_file():
-        return Tracker.start(uri, cfg.tracking.experiment_name, "", run_id=id_file.read_text().strip())
+        tracker = Tracker.start(uri, cfg.tracking.experiment_name, "", run_id=id_file.read_text().strip())
+        tracker.update_params(params)
+        return tracker
     tracker = Tracker.start(uri, cfg.tracking.experiment_name, cfg.tracking.run_name or out.name, parent_run_id)
     id_file.write_text(tracker.run_id)
-    tracker.log_params(flatten_params(cfg.model_dump(mode="json")))
+    tracker.log_params(params)
     return tracker
 
 
-def sft_as_learner_task(cfg: RunConfig) -> Callable[..., Path]:
-    """SFT as a Ray task placed like a learner worker (its GPU and role resource), not on the driver / head pod."""
+def check_resume(cfg: RunConfig, store: CheckpointStore) -> str | None:
+    """The checkpoint this run resumes from (storage path), or None. Raises :class:`ConfigError` (one line, nothing
+    written or deleted) when it was made by a config that differs in a field that shapes the trajectory."""
+    path = store.latest() if cfg.resume else None
+    if path is None:
+        return None
+    differ = fingerprint_mismatch(store.read_json(f"{path}/{FINGERPRINT_FILE}"), run_fingerprint(cfg))
+    if differ:
+        raise ConfigError(
+            f"output_dir {cfg.output_dir} holds a run made with another config ({'; '.join(differ)}); "
+            "to start fresh pass another output_dir=PATH or resume=false (nothing is deleted), "
+            "to continue that run drop these changes (only run length and log/eval/checkpoint cadence may change)"
+        )
+    return path
+
+
+def sft_as_learner_task(cfg: RunConfig) -> TrainFn:
+    """SFT as a Ray task placed like a learner worker (its GPU and role resource), not on the driver / head pod.
+    The task returns the policy's bytes through the object store; they are written to ``out_dir`` here."""
     import ray
 
-    from rlvr_ray.sft import train_sft
+    from rlvr_ray.policy import write_packed
+    from rlvr_ray.sft import train_sft_packed
 
     options: dict[str, Any] = {"num_cpus": cfg.learner.num_cpus, "num_gpus": 1 if cfg.learner.use_gpu else 0}
     if cfg.learner.resource:
         options["resources"] = {cfg.learner.resource: 1}
-    remote_sft = ray.remote(train_sft).options(**options)
+    remote_sft = ray.remote(train_sft_packed).options(**options)
 
-    def run(*args: Any) -> Path:
-        return Path(ray.get(remote_sft.remote(*args)))
+    def run(task: TaskConfig, model: ModelConfig, sft: SFTConfig, out_dir: Path, tracker: Tracker | None) -> Path:
+        threads = max(1, int(cfg.learner.num_cpus))  # the CPUs the task reserved
+        packed: dict[str, bytes] = ray.get(remote_sft.remote(task, model, sft, tracker, threads))
+        return write_packed(packed, out_dir)
 
     return run
 
 
-def baseline_eval(cfg: RunConfig, init_dir: Path, out: Path) -> list[EvalRow]:
-    """Held-out table of the starting policy; cached so a resumed run compares against the same baseline."""
+def baseline_eval(cfg: RunConfig, init_dir: Path, policy_digest: str, out: Path) -> list[EvalRow]:
+    """Held-out table of the starting policy; cached (keyed by the eval config and the policy's content) so a
+    resumed run compares against the same baseline, and a changed eval config computes a new one."""
+    from rlvr_ray.eval import eval_max_tokens, evaluate_policy_dir
+
     cache = out / "eval_before.json"
+    key = {
+        "eval": cfg.eval.model_dump(mode="json"),
+        "max_tokens": eval_max_tokens(cfg),
+        "generative_process": cfg.generative_process.model_dump(mode="json"),
+        "policy_sha256": policy_digest,
+    }
     if cache.is_file():
-        return [EvalRow(**row) for row in json.loads(cache.read_text())]
-    e = cfg.eval
-    rows = evaluate_model_dir(str(init_dir), e.complexities, e.n, e.seed, cfg.training.max_generation_length)
-    cache.write_text(json.dumps([asdict(r) for r in rows], indent=2))
+        cached = json.loads(cache.read_text())
+        if isinstance(cached, dict) and cached.get("key") == key:
+            return [EvalRow(**row) for row in cached["rows"]]
+    rows = evaluate_policy_dir(str(init_dir), cfg)
+    cache.write_text(json.dumps({"key": key, "rows": [asdict(r) for r in rows]}, indent=2))
     return rows
 
 
-def fit_learner(cfg: RunConfig, init_dir: Path, tracker: Tracker, report_to_tune: bool) -> None:
-    """Start rollout actors and verifiers, then run the Ray Train learner (whose rank 0 runs the controller)."""
+def fit_learner(
+    cfg: RunConfig, init: Any, tracker: Tracker, report_to_tune: bool, store: CheckpointStore, scorer: Any
+) -> None:
+    """Start rollout actors and verifiers, then run the Ray Train learner (whose rank 0 runs the controller).
+
+    ``init`` is an object ref to the packed starting policy: actors and workers on any host materialise it locally.
+    Checkpoints go to ``store`` through Ray Train (a fresh Ray Train run per driver start; workers resume from the
+    store's latest checkpoint, or Ray Train's own after a worker-group restart).
+    """
     import ray.train
     from ray.train.torch import TorchTrainer
 
     from rlvr_ray.controller import train_loop_per_worker
-    from rlvr_ray.policy import load_vocab
     from rlvr_ray.rollout.actor import RolloutGroup
     from rlvr_ray.verify.pool import VerifierPool
-    from rlvr_ray.verify.rewards import score_batch
 
-    t = cfg.training
-    scorer = functools.partial(
-        score_batch,
-        vocab=load_vocab(init_dir),
-        reward_type=t.reward_type,
-        boxed_weight=t.boxed_weight,
-        correct_weight=t.correct_weight,
-    )
-    group = RolloutGroup(cfg.rollout, str(init_dir), t.seed)
+    run_name = f"rl-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    if not cfg.resume:
+        store.set_latest(run_name, None, 0)  # a fresh lineage: later resumes start here; older checkpoints stay
+    group = RolloutGroup(cfg.rollout, init, cfg.training.seed)
     pool = VerifierPool(scorer, cfg.verifier)
     try:
         callbacks: list[Any] = []
@@ -152,7 +196,7 @@ def fit_learner(cfg: RunConfig, init_dir: Path, tracker: Tracker, report_to_tune
             train_loop_per_worker,
             train_loop_config={
                 "cfg": cfg.model_dump(mode="json"),
-                "init_dir": str(init_dir),
+                "init_dir": init,
                 "rollout_group": group,
                 "verifier_pool": pool,
                 "tracker": tracker,
@@ -161,8 +205,10 @@ def fit_learner(cfg: RunConfig, init_dir: Path, tracker: Tracker, report_to_tune
                 num_workers=cfg.learner.num_workers, use_gpu=cfg.learner.use_gpu, resources_per_worker=worker_resources
             ),
             run_config=ray.train.RunConfig(
-                name=f"learner-{time.strftime('%Y%m%d-%H%M%S')}",  # a fresh Ray Train run per (re)start
-                storage_path=str(Path(cfg.output_dir).resolve() / "ray_train"),
+                name=run_name,
+                storage_path=store.root,
+                storage_filesystem=store.fs,
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=KEEP_PER_RUN),
                 failure_config=ray.train.FailureConfig(max_failures=cfg.learner.max_failures),
                 callbacks=callbacks,
             ),
@@ -173,21 +219,43 @@ def fit_learner(cfg: RunConfig, init_dir: Path, tracker: Tracker, report_to_tune
         pool.shutdown()
 
 
+def make_scorer(cfg: RunConfig, init_dir: Path) -> Any:
+    """The reward function the verifier actors run (pure, picklable)."""
+    from rlvr_ray.policy import load_vocab
+    from rlvr_ray.verify.rewards import score_batch
+
+    t = cfg.training
+    return functools.partial(
+        score_batch,
+        vocab=load_vocab(init_dir),
+        reward_type=t.reward_type,
+        boxed_weight=t.boxed_weight,
+        correct_weight=t.correct_weight,
+    )
+
+
 def run_training(cfg: RunConfig, parent_run_id: str | None = None, report_to_tune: bool = False) -> RunResult:
-    """Run (or resume) one RL training run end to end; everything it writes goes under ``cfg.output_dir``."""
+    """Run (or resume) one RL training run end to end. The driver writes under ``cfg.output_dir`` on its own host;
+    checkpoints go to the storage (``storage_uri``); nothing else needs a filesystem shared with the workers."""
+    import ray
+
+    from rlvr_ray.policy import pack_policy_dir, packed_digest
     from rlvr_ray.sft import ensure_warm_start
 
     out = Path(cfg.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     cfg = cfg.model_copy(update={"output_dir": str(out)})
+    store = CheckpointStore.for_config(cfg)
+    check_resume(cfg, store)  # before anything is written: a mismatch exits with one line
     (out / "config.yaml").write_text(dump_config(cfg))
     tracker = open_tracker(cfg, out, parent_run_id)
     try:
         connect_ray(cfg)  # before JAX starts its threads in this process: Ray forks helpers at start-up
         init_dir = ensure_warm_start(cfg, tracker, train=sft_as_learner_task(cfg)).resolve()
-        before = baseline_eval(cfg, init_dir, out)
-        fit_learner(cfg, init_dir, tracker, report_to_tune)
-        result = finish_run(cfg, out, before, tracker)
+        packed = pack_policy_dir(init_dir)
+        before = baseline_eval(cfg, init_dir, packed_digest(packed), out)
+        fit_learner(cfg, ray.put(packed), tracker, report_to_tune, store, make_scorer(cfg, init_dir))
+        result = finish_run(cfg, out, before, tracker, store)
     except BaseException:
         tracker.end("FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED")
         raise
@@ -195,27 +263,45 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None, report_to_tun
     return result
 
 
-def finish_run(cfg: RunConfig, out: Path, before: list[EvalRow], tracker: Tracker) -> RunResult:
-    """Evaluate the final policy like ``python -m rlvr_ray.eval`` does and log the artifacts."""
-    from rlvr_ray.eval import format_table, rows_to_metrics
+def fetch_final(store: CheckpointStore, out: Path) -> tuple[Path, Path]:
+    """The newest checkpoint from storage: its policy to ``OUTPUT_DIR/final_policy`` (swapped in whole), its ledger
+    (what every trained step trained on) to ``OUTPUT_DIR/ledger.json``."""
+    path = store.latest()
+    if path is None:
+        raise RuntimeError(f"the learner ended without a checkpoint in {store.root}")
+    final, partial, ledger = out / "final_policy", out / "final_policy.partial", out / "ledger.json"
+    with tempfile.TemporaryDirectory(prefix="rlvr_final_") as tmp:
+        local = store.download(path, tmp)
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(local / "policy", partial)
+        loop = json.loads((local / LOOP_FILE).read_text())
+    shutil.rmtree(final, ignore_errors=True)
+    partial.rename(final)
+    ledger.write_text(json.dumps(loop["ledger"], indent=1))
+    return final, ledger
 
-    final = out / "final_policy"
-    e = cfg.eval
-    after = evaluate_model_dir(str(final), e.complexities, e.n, e.seed, cfg.training.max_generation_length)
+
+def finish_run(cfg: RunConfig, out: Path, before: list[EvalRow], tracker: Tracker, store: CheckpointStore) -> RunResult:
+    """Fetch the final policy from storage, evaluate it like ``python -m rlvr_ray.eval`` does, log the artifacts
+    (the final policy as an MLflow artifact directory ``final_policy``, so ``mlflow artifacts download`` gets it)."""
+    from rlvr_ray.eval import evaluate_policy_dir, format_table, rows_to_metrics
+
+    final, ledger = fetch_final(store, out)
+    after = evaluate_policy_dir(str(final), cfg)
     (out / "eval_after.json").write_text(json.dumps([asdict(r) for r in after], indent=2))
     table = out / "eval_table.txt"
     table.write_text(format_table(before, "before") + "\n\n" + format_table(after, "after") + "\n")
     tracker.log_metrics(rows_to_metrics(after, "final"), cfg.training.total_steps)
     curves = plot_curves(tracker, out / "curves.png")
-    for path in (table, out / "eval_before.json", out / "eval_after.json", out / "config.yaml", curves):
+    for path in (table, out / "eval_before.json", out / "eval_after.json", out / "config.yaml", curves, ledger):
         tracker.log_artifact(path)
     tracker.log_artifact(final, "final_policy")
     paths = {
         "final policy": str(final),
         "eval table": str(table),
         "curves": str(curves),
-        "checkpoints": str(out / "checkpoints"),
-        "mlflow": f"{tracker.tracking_uri} (run {tracker.run_id})",
+        "checkpoints": store.root if cfg.storage_uri is None else f"{cfg.storage_uri} ({store.root})",
+        "mlflow": f"{tracker.tracking_uri} (run {tracker.run_id}; final policy: artifact path final_policy)",
     }
     return RunResult(out, final, before, after, tracker.run_id, tracker.tracking_uri, paths)
 

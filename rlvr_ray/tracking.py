@@ -74,6 +74,16 @@ class Tracker:
         for i in range(0, len(fresh), 100):
             self.client.log_batch(self.run_id, params=fresh[i : i + 100])
 
+    def update_params(self, params: dict[str, Any]) -> list[str]:
+        """On a reopened run: log params it lacks; for each already logged with another value (MLflow params are
+        immutable) set the tag ``param_update.<key>`` to the new value. Returns the keys whose value changed."""
+        logged = self.client.get_run(self.run_id).data.params
+        changed = [k for k, v in params.items() if k in logged and logged[k] != str(v)[:6000]]
+        for key in changed:
+            self.set_tag(f"param_update.{key}", str(params[key])[:5000])
+        self.log_params(params)
+        return changed
+
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Finite numbers only: NaN/inf would poison the MLflow charts, so they are dropped here with a count."""
         import time
