@@ -1,15 +1,18 @@
-"""SFT warm start: loss masking, schedule, and that training really changes and saves the policy."""
+"""SFT warm start: loss masking, schedule, no held-out prompt in its data, a probe that measures learning, the
+progress bar, and that training really changes and saves the policy."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
 
 from rlvr_ray.config import ModelConfig, SFTConfig, TaskConfig, load_config
 from rlvr_ray.policy import build_model, load_policy, load_vocab
-from rlvr_ray.sft import ensure_warm_start, lr_at, sft_batch, train_sft
+from rlvr_ray.sft import ensure_warm_start, lr_at, sft_batch, smoothed, train_sft
+from rlvr_ray.task.split import is_eval_reference
 from rlvr_ray.task.vocab import Vocab
 
 VOCAB = Vocab(13, ("+", "-", "*"))
@@ -24,6 +27,15 @@ def test_batch_has_loss_on_completion_tokens_only() -> None:
         length = int(attn.sum())
         assert labels[eq:length].tolist() == ids[eq:length].tolist()
         assert (labels[length:] == -100).all() and ids[length - 1] == VOCAB.eoe
+
+
+def test_sft_batches_never_hold_an_eval_prompt() -> None:
+    prompts = []
+    for seed in range(40):
+        batch = sft_batch(VOCAB, TaskConfig(complexity_range=(1, 2)), 128, seed=seed, loss_on_prompt=False)
+        prompts += [ids[: ids.index(VOCAB.eq)] for ids in batch["input_ids"].tolist()]  # "<boe> E0" before "="
+    assert len(prompts) == 5120 and not [p for p in prompts if is_eval_reference(p)]
+    assert len({tuple(p) for p in prompts if len(p) == 4}) > 380  # k=1: nearly all of its ~400 training prompts
 
 
 def test_loss_on_prompt_option_keeps_prompt_labels() -> None:
@@ -81,11 +93,84 @@ def test_sft_stops_once_the_probe_reaches_the_target(tmp_path: Path, monkeypatch
     assert [m["sft/probe_accuracy"] for _, m in tracker.rows if "sft/probe_accuracy" in m] == [0.1, 0.3, 0.6]
 
 
-def test_probe_accuracy_is_a_real_greedy_eval(tmp_path: Path) -> None:
+def greedy_accuracy_by_hf_generate(model: torch.nn.Module, vocab: Vocab, prompts: list[list[int]]) -> float:
+    """Exact-answer accuracy of HF ``generate`` (greedy), independent of the torch engine the probe uses."""
+    from rlvr_ray.task.reference import evaluate
+    from rlvr_ray.verify.rewards import correct
+
+    hits = []
+    for prompt in prompts:
+        out = model.generate(  # type: ignore[operator]
+            torch.tensor([prompt]), max_new_tokens=8, do_sample=False, eos_token_id=vocab.eoe, pad_token_id=vocab.pad
+        )
+        hits.append(correct(out[0, len(prompt) :].tolist(), evaluate(prompt[1:], vocab), vocab))
+    return sum(hits) / len(hits)
+
+
+def test_probe_accuracy_measures_learning(tmp_path: Path) -> None:
+    """p=3 with + and * has 18 prompts at k=1, 13 of them on the train side: 40 SFT steps memorise most of them."""
     from rlvr_ray.sft import probe_accuracy
 
-    value = probe_accuracy(build_model(TINY, VOCAB, seed=0), VOCAB, TaskConfig(complexity_range=(1, 2)), tmp_path / "p")
-    assert 0.0 <= value <= 1.0 and (tmp_path / "p" / "model.safetensors").is_file()
+    torch.set_num_threads(1)
+    tiny_task = TaskConfig(p=3, operators=["+", "*"], complexity_range=(1, 1))
+    vocab = Vocab(3, ("+", "*"))
+    train_side = [[vocab.boe, a, b, op] for a in range(3) for b in range(3) for op in (3, 4)]
+    train_side = [p for p in train_side if not is_eval_reference(p)]
+    assert len(train_side) == 13
+    untrained = build_model(TINY, vocab, seed=0)
+    before = probe_accuracy(untrained, vocab, tiny_task, tmp_path / "p0")
+    sft = SFTConfig(steps=40, batch_size=32, learning_rate=1e-2, warmup_steps=5, target_accuracy=None, seed=1)
+    trained = load_policy(train_sft(tiny_task, TINY, sft, tmp_path / "ws"))
+    after = probe_accuracy(trained, vocab, tiny_task, tmp_path / "p1")
+    assert after >= before + 0.5  # learning, by a wide margin (before: at most 1 or 2 of 13 right by chance)
+    # the probe is a real greedy eval of exactly the train-side prompts: HF generate gets the same value
+    assert after == pytest.approx(greedy_accuracy_by_hf_generate(trained, vocab, train_side))
+    assert before == pytest.approx(greedy_accuracy_by_hf_generate(untrained, vocab, train_side))
+
+
+class RecordingBar:
+    """Stands in for tqdm: records the postfix after every step and the torch threads while training runs."""
+
+    shown: ClassVar[list[dict[str, str]]] = []
+    threads: ClassVar[list[int]] = []
+
+    def __init__(self, iterable: range, **_: object) -> None:
+        self.iterable = iterable
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for item in self.iterable:
+            RecordingBar.threads.append(torch.get_num_threads())
+            yield item
+
+    def set_postfix(self, values: dict[str, str], refresh: bool = True) -> None:
+        RecordingBar.shown.append(dict(values))
+
+    def close(self) -> None:
+        pass
+
+
+def test_progress_bar_shows_the_current_smoothed_loss_and_sft_uses_its_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tqdm
+
+    monkeypatch.setattr(tqdm, "tqdm", RecordingBar)
+    RecordingBar.shown, RecordingBar.threads = [], []
+    tracker = RecordingTracker()
+    sft = SFTConfig(steps=6, batch_size=8, warmup_steps=1, target_accuracy=None, log_every=1, seed=2)
+    threads = torch.get_num_threads()
+    try:
+        task = TaskConfig(complexity_range=(1, 2))
+        train_sft(task, TINY, sft, tmp_path / "ws", tracker, num_threads=2)  # type: ignore[arg-type]
+    finally:
+        torch.set_num_threads(threads)
+    assert RecordingBar.threads == [2] * 6
+    losses = [m["sft/loss"] for _, m in tracker.rows if "sft/loss" in m]
+    expected: list[float] = []
+    for loss in losses:
+        expected.append(smoothed(expected[-1] if expected else None, loss))
+    assert [float(s["loss"]) for s in RecordingBar.shown] == pytest.approx(expected, abs=6e-4)  # shown as %.3f
+    assert len({s["loss"] for s in RecordingBar.shown}) == 6  # a new value at every step
 
 
 def test_without_target_sft_runs_its_full_budget(tmp_path: Path) -> None:
