@@ -11,6 +11,7 @@ import copy
 import difflib
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -114,6 +115,13 @@ RESOURCE_FIELDS = {
 }
 
 
+def _not_reserved(value: dict[str, Any]) -> dict[str, Any]:
+    for key in value:
+        if key in RESERVED_KEYS:
+            raise ValueError(f"{key} is set by the sweep for each trial and cannot be swept or overridden")
+    return value
+
+
 class SweepConfig(_Strict):
     """A sweep file: what to vary, what to optimise, how to schedule and size the trials."""
 
@@ -135,16 +143,54 @@ class SweepConfig(_Strict):
     """How big each trial is."""
     overrides: dict[str, Any] = Field(default_factory=dict)
     """Fixed dotted ``key: value`` settings every trial gets (after the command line's overrides)."""
-    space: dict[str, Space] = Field(min_length=1)
+    space: dict[str, Space] = Field(default_factory=dict)
     """The search space: dotted config path -> one of choice / grid / uniform / loguniform."""
+    cases: list[dict[str, Any]] = Field(default_factory=list)
+    """Explicit trial settings, each a mapping of dotted config paths to values: Tune runs every case (crossed
+    with the space), e.g. ``{training.reward_type: step}`` next to ``{training.reward_type: combined,
+    training.boxed_weight: 0.5}``, where a grid would repeat the step run once per ignored weight."""
 
     @field_validator("space", "overrides")
     @classmethod
     def _not_reserved(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for key in value:
-            if key in RESERVED_KEYS:
-                raise ValueError(f"{key} is set by the sweep for each trial and cannot be swept or overridden")
-        return value
+        return _not_reserved(value)
+
+    @field_validator("cases")
+    @classmethod
+    def _cases_are_settings(cls, cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, case in enumerate(cases):
+            if not case:
+                raise ValueError(f"case {i} is empty: give each case one or more dotted key: value settings")
+            _not_reserved(case)
+        return cases
+
+    @model_validator(mode="after")
+    def _something_to_sweep(self) -> SweepConfig:
+        if not self.space and not self.cases:
+            raise ValueError("give a space (dotted key -> choice/grid/uniform/loguniform) or cases, or both")
+        both = sorted(set(self.space) & set(case_keys(self)))
+        if both:
+            raise ValueError(f"{', '.join(both)} is set both in space and in cases; set each key in one of them")
+        return self
+
+    @property
+    def swept_keys(self) -> list[str]:
+        """Every swept key: the cases' (in order of appearance), then the space's."""
+        return [*case_keys(self), *self.space]
+
+
+CASE = "case"
+"""The Tune parameter holding a trial's case index (not a config field, so never a space key)."""
+
+
+def case_keys(sweep: SweepConfig) -> list[str]:
+    return list(dict.fromkeys(key for case in sweep.cases for key in case))
+
+
+def trial_params(sweep: SweepConfig, tune_config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's dotted settings from its Tune config: its case's settings and its space values."""
+    params = dict(sweep.cases[tune_config[CASE]]) if CASE in tune_config and sweep.cases else {}
+    return {**params, **{key: value for key, value in tune_config.items() if key != CASE}}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -233,20 +279,23 @@ def fixed_settings(sweep: SweepConfig) -> dict[str, Any]:
 
 
 def grid_combinations(sweep: SweepConfig) -> list[dict[str, Any]]:
-    """Every combination of the grid dimensions (Tune runs each), or [] when there are too many to check."""
+    """Every combination of the cases and grid dimensions (Tune runs each), or [] when there are too many to check."""
     grids = {k: s.value for k, s in sweep.space.items() if s.kind == "grid"}
-    if math.prod(len(v) for v in grids.values()) > MAX_GRID_CHECKS:
+    cases = sweep.cases or [{}]
+    if len(cases) * math.prod(len(v) for v in grids.values()) > MAX_GRID_CHECKS:
         return []
-    return [dict(zip(grids, combo, strict=True)) for combo in itertools.product(*grids.values())]
+    combos = [dict(zip(grids, combo, strict=True)) for combo in itertools.product(*grids.values())]
+    return [{**case, **combo} for case in cases for combo in combos]
 
 
 def validate_sweep(base: RunConfig, sweep: SweepConfig) -> SweepConfig:
-    """Check every key and a sample of every dimension's values against the config model before anything starts.
+    """Check every key and a sample of every dimension's values against the config model before anything starts,
+    and that no two sampled points are the same run (:func:`check_distinct_runs`).
 
-    Returns the sweep with choice/grid values normalised to the config's types (``"1e-4"`` -> ``0.0001``).
+    Returns the sweep with case, choice and grid values normalised to the config's types (``"1e-4"`` -> ``0.0001``).
     """
     known = config_field_names()
-    for key in [*sweep.overrides, *sweep.space]:
+    for key in [*sweep.overrides, *sweep.swept_keys]:
         check_key(key, known)
     fixed = fixed_settings(sweep)
     try:
@@ -254,12 +303,23 @@ def validate_sweep(base: RunConfig, sweep: SweepConfig) -> SweepConfig:
     except ConfigError as err:
         raise ConfigError(f"sweep overrides: {err}") from None
     space = {key: normalise_space(base, fixed, key, dim) for key, dim in sweep.space.items()}
+    cases = [normalise_case(base, fixed, i, case) for i, case in enumerate(sweep.cases)]
     for combo in grid_combinations(sweep):
         try:
             build_config(base, {**fixed, **combo})
         except ConfigError as err:
             raise ConfigError(f"sweep grid combination {combo}: {err}") from None
-    return sweep.model_copy(update={"space": space})
+    typed = sweep.model_copy(update={"space": space, "cases": cases})
+    check_distinct_runs(base, typed)
+    return typed
+
+
+def normalise_case(base: RunConfig, fixed: dict[str, Any], index: int, case: dict[str, Any]) -> dict[str, Any]:
+    try:
+        cfg = build_config(base, {**fixed, **case})
+    except ConfigError as err:
+        raise ConfigError(f"sweep case {index} {case}: {err}") from None
+    return {key: get_dotted(cfg, key) for key in case}
 
 
 def normalise_space(base: RunConfig, fixed: dict[str, Any], key: str, dim: Space) -> Space:
@@ -277,7 +337,119 @@ def normalise_space(base: RunConfig, fixed: dict[str, Any], key: str, dim: Space
 
 def needs_own_warm_start(sweep: SweepConfig) -> bool:
     """True when the space changes the task, model or SFT, so trials cannot share one warm start."""
-    return any(key.startswith(WARM_START_PREFIXES) and key != "model.init_dir" for key in sweep.space)
+    return any(key.startswith(WARM_START_PREFIXES) and key != "model.init_dir" for key in sweep.swept_keys)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Points that are the same run
+
+
+Rule = tuple[str, Callable[[RunConfig], bool]]
+
+IGNORED_UNLESS: dict[str, Rule] = {
+    "training.boxed_weight": ("training.reward_type is combined", lambda c: c.training.reward_type == "combined"),
+    "training.correct_weight": ("training.reward_type is combined", lambda c: c.training.reward_type == "combined"),
+    "training.kl_estimator": ("training.kl_coef > 0", lambda c: c.training.kl_coef > 0),
+    "training.kl_in_reward": ("training.kl_coef > 0", lambda c: c.training.kl_coef > 0),
+    "training.target_kl": ("training.early_stopping is true", lambda c: c.training.early_stopping),
+    "training.vf_coef": ("training.algorithm is ppo", lambda c: c.training.algorithm == "ppo"),
+    "training.cliprange_value": ("training.algorithm is ppo", lambda c: c.training.algorithm == "ppo"),
+    "training.lam": ("training.algorithm is ppo", lambda c: c.training.algorithm == "ppo"),
+    "training.gamma": (
+        "training.algorithm is ppo or reinforce_pp", lambda c: c.training.algorithm in ("ppo", "reinforce_pp")
+    ),
+    "training.overlong_penalty": ("training.algorithm is dapo", lambda c: c.training.algorithm == "dapo"),
+    "training.overlong_buffer": (
+        "training.algorithm is dapo with overlong_penalty > 0",
+        lambda c: c.training.algorithm == "dapo" and c.training.overlong_penalty > 0,
+    ),
+}
+"""Knobs a run does not read unless a condition holds: dotted key -> (the condition in words, its test)."""
+
+REWARD_KEYS = ("training.reward_type", "training.boxed_weight", "training.correct_weight")
+
+
+def reward_scale_free(cfg: RunConfig) -> str | None:
+    """Why multiplying the reward by a positive constant leaves training unchanged, or None where it does not."""
+    t = cfg.training
+    if t.algorithm == "grpo":
+        return "grpo divides each group's rewards by their std"
+    if t.algorithm == "dapo" and t.overlong_penalty == 0:
+        return "dapo (overlong_penalty 0) divides each group's rewards by their std"
+    if t.algorithm == "reinforce_pp" and t.kl_coef == 0:
+        return "reinforce_pp (kl_coef 0) whitens the returns over the batch"
+    return None
+
+
+def reward_weights(cfg: RunConfig) -> tuple[float, ...]:
+    """The training reward as weights of (boxed, correct, step); divided by their sum where the scale is free."""
+    t = cfg.training
+    by_type = {"boxed": (1.0, 0.0, 0.0), "correct": (0.0, 1.0, 0.0), "step": (0.0, 0.0, 1.0),
+               "combined": (t.boxed_weight, t.correct_weight, 0.0)}
+    weights: tuple[float, ...] = by_type[t.reward_type]
+    total = sum(weights)
+    if reward_scale_free(cfg) is not None and total > 0:
+        weights = tuple(w / total for w in weights)
+    return tuple(round(w, 9) for w in weights)
+
+
+def run_identity(cfg: RunConfig, keys: list[str]) -> tuple[tuple[str, str], ...]:
+    """What the swept keys change about the run: an ignored knob counts as unset, the reward as its weights."""
+    parts = []
+    for key in keys:
+        rule = IGNORED_UNLESS.get(key)
+        if key not in REWARD_KEYS:
+            parts.append((key, "-" if rule is not None and not rule[1](cfg) else repr(get_dotted(cfg, key))))
+    if any(key in REWARD_KEYS for key in keys):
+        parts.append(("reward", repr(reward_weights(cfg))))
+    return tuple(parts)
+
+
+def why_same_run(first: RunConfig, second: dict[str, Any], first_point: dict[str, Any]) -> str:
+    """Words for why two points with the same :func:`run_identity` are the same run."""
+    differ = [key for key in first_point if first_point[key] != second.get(key)]
+    reasons = []
+    for key in differ:
+        rule = IGNORED_UNLESS.get(key)
+        if rule is not None and not rule[1](first):
+            reasons.append(f"{key} is ignored unless {rule[0]}")
+    if not reasons and any(key in REWARD_KEYS for key in differ):
+        scale = reward_scale_free(first)
+        reasons.append(f"the same reward{f' up to scale, and {scale}' if scale else ''}")
+    return "; ".join(reasons) or "the same settings"
+
+
+def sample_points(sweep: SweepConfig) -> list[dict[str, Any]]:
+    """Points standing for the sweep: every case crossed with every probed value of every dimension; one
+    dimension at a time (the others at their first value) when that is too many."""
+    dims = {key: dim.probe_values() for key, dim in sweep.space.items()}
+    cases = sweep.cases or [{}]
+    if len(cases) * math.prod(len(v) for v in dims.values()) <= MAX_GRID_CHECKS:
+        combos = [dict(zip(dims, combo, strict=True)) for combo in itertools.product(*dims.values())]
+        return [{**case, **combo} for case in cases for combo in combos]
+    first = {key: values[0] for key, values in dims.items()}
+    points = [{**case, **first} for case in cases]
+    return points + [{**cases[0], **first, key: v} for key, values in dims.items() for v in values[1:]]
+
+
+def check_distinct_runs(base: RunConfig, sweep: SweepConfig) -> None:
+    """ConfigError naming two points of the sweep that are the same run (differing only in knobs the run ignores,
+    or in a reward rescaling the algorithm normalises away), so that no trial repeats another."""
+    fixed, keys = fixed_settings(sweep), sweep.swept_keys
+    seen: dict[tuple[tuple[str, str], ...], tuple[dict[str, Any], RunConfig]] = {}
+    for point in sample_points(sweep):
+        try:
+            cfg = build_config(base, {**fixed, **point})
+        except ConfigError as err:
+            raise ConfigError(f"sweep point {point}: {err}") from None
+        identity = run_identity(cfg, keys)
+        if identity in seen:
+            earlier, earlier_cfg = seen[identity]
+            raise ConfigError(
+                f"sweep points {earlier} and {point} are the same run ({why_same_run(earlier_cfg, point, earlier)}); "
+                "sweep what changes training"
+            )
+        seen[identity] = (point, cfg)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -311,7 +483,7 @@ def evals_per_run(cfg: RunConfig) -> int:
 def probe_configs(base: RunConfig, sweep: SweepConfig) -> list[RunConfig]:
     """The base with the fixed settings, and with each probed value of each dimension (a validated sweep's)."""
     fixed = fixed_settings(sweep)
-    configs = [build_config(base, fixed)]
+    configs = [build_config(base, fixed)] + [build_config(base, {**fixed, **case}) for case in sweep.cases]
     return configs + [build_config(base, {**fixed, k: v}) for k, dim in sweep.space.items() for v in dim.probe_values()]
 
 

@@ -30,6 +30,7 @@ import yaml
 
 from rlvr_ray.config import ConfigError, RunConfig, dump_config, load_config, validate_config
 from rlvr_ray.sweep import (
+    CASE,
     Space,
     SweepConfig,
     TrialRow,
@@ -43,6 +44,7 @@ from rlvr_ray.sweep import (
     resolve_sweep_path,
     trial_config,
     trial_cpus,
+    trial_params,
     validate_sweep,
 )
 from rlvr_ray.tracking import RUN_ID_FILE, Tracker, flatten_params
@@ -65,8 +67,10 @@ class SweepContext:
         return self.sweep_dir / "trials" / trial_id
 
     def trial_config(self, params: dict[str, Any], trial_id: str) -> RunConfig:
+        """The trial's run config from its Tune config (a case index is expanded into the case's settings)."""
         run_name = f"{self.sweep.name}-{trial_id}"
-        return trial_config(self.base, self.sweep, params, self.trial_dir(trial_id), self.tracking_uri, run_name)
+        settings = trial_params(self.sweep, params)
+        return trial_config(self.base, self.sweep, settings, self.trial_dir(trial_id), self.tracking_uri, run_name)
 
     def placement(self, params: dict[str, Any]) -> Any:
         """The trial's placement group (Tune calls this with each trial's params); see :func:`trial_bundles`."""
@@ -297,6 +301,17 @@ def tune_domain(space: Space) -> Any:
     return makers[space.kind](space.value)
 
 
+def param_space(sweep: SweepConfig) -> dict[str, Any]:
+    """Tune's param space: each dimension's domain, and a grid over the cases' indices (``CASE``) when there are
+    cases (:func:`rlvr_ray.sweep.trial_params` turns a trial's Tune config back into dotted settings)."""
+    from ray import tune
+
+    space = {key: tune_domain(dim) for key, dim in sweep.space.items()}
+    if sweep.cases:
+        space[CASE] = tune.grid_search(list(range(len(sweep.cases))))
+    return space
+
+
 def make_scheduler(base: RunConfig, sweep: SweepConfig) -> Any:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -324,7 +339,7 @@ def make_tuner(ctx: SweepContext, resume: bool) -> Any:
     sweep = ctx.sweep
     return tune.Tuner(
         trainable,
-        param_space={key: tune_domain(space) for key, space in sweep.space.items()},
+        param_space=param_space(sweep),
         tune_config=tune.TuneConfig(
             metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples,
             scheduler=make_scheduler(ctx.base, sweep),
@@ -362,7 +377,7 @@ def collect_rows(ctx: SweepContext) -> list[TrialRow]:
         error = trial.get_error() if trial.status == "ERROR" else None
         metric = last.get(ctx.sweep.metric)
         rows.append(TrialRow(
-            trial_id=trial.trial_id, params={k: trial.config.get(k) for k in ctx.sweep.space},
+            trial_id=trial.trial_id, params=trial_params(ctx.sweep, trial.config),
             metric=None if metric is None else float(metric), status=trial_status(trial.status, last),
             evals=int(last.get("training_iteration", 0)) - (1 if last.get(COMPLETED) else 0),
             error=last_error_line(error), output_dir=str(ctx.trial_dir(trial.trial_id)),
@@ -408,7 +423,7 @@ def close_child_runs(rows: list[TrialRow], uri: str) -> None:
 
 def write_results(ctx: SweepContext, rows: list[TrialRow], parent: Tracker) -> list[str]:
     """summary.txt, best_config.yaml and best.json in the sweep directory and on the parent run; lines to print."""
-    table = format_table(rows, ctx.sweep.metric, list(ctx.sweep.space))
+    table = format_table(rows, ctx.sweep.metric, ctx.sweep.swept_keys)
     (ctx.sweep_dir / "summary.txt").write_text(table + "\n")
     parent.log_artifact(ctx.sweep_dir / "summary.txt")
     lines = [table, ""]

@@ -11,6 +11,7 @@ import yaml
 
 from rlvr_ray.config import ConfigError, config_dir, load_config
 from rlvr_ray.sweep import (
+    CASE,
     Space,
     SweepConfig,
     TrialRow,
@@ -21,10 +22,12 @@ from rlvr_ray.sweep import (
     format_table,
     load_sweep,
     resolve_sweep_path,
+    reward_weights,
     trial_config,
+    trial_params,
     validate_sweep,
 )
-from rlvr_ray.tune import last_error_line, local_resources, trial_bundles, trial_status, tune_domain
+from rlvr_ray.tune import last_error_line, local_resources, param_space, trial_bundles, trial_status, tune_domain
 
 SHIPPED = sorted((config_dir() / "sweeps").glob("*.yaml"))
 
@@ -55,9 +58,106 @@ def test_shipped_sweeps_validate_and_start_with_their_command(path: Path, config
     assert sweep.scheduler.type == "asha"
 
 
-def test_reward_weights_sweeps_boxed_against_correct_weight() -> None:
-    sweep = load_sweep(resolve_sweep_path("reward_weights"))
-    assert {"training.boxed_weight", "training.correct_weight"} <= set(sweep.space)
+OLD_REWARD_WEIGHTS = """
+name: reward_weights
+overrides:
+  training.reward_type: combined
+space:
+  training.boxed_weight: {grid: [0.0, 0.3, 0.6]}
+  training.correct_weight: {grid: [0.4, 0.7, 1.0]}
+"""
+
+
+def test_the_old_reward_weights_sweep_is_rejected_as_repeating_runs(tmp_path: Path) -> None:
+    # under GRPO boxed 0 with correct 0.4, 0.7 or 1.0 is one run three times (docs/results.md measured exactly that)
+    path = tmp_path / "old.yaml"
+    path.write_text(OLD_REWARD_WEIGHTS)
+    with pytest.raises(ConfigError) as err:
+        validate_sweep(load_config("train_rlvr_model"), load_sweep(path))
+    message = str(err.value)
+    assert "\n" not in message and "are the same run" in message
+    assert "'training.boxed_weight': 0.0, 'training.correct_weight': 0.4" in message
+    assert "'training.boxed_weight': 0.0, 'training.correct_weight': 0.7" in message
+    assert "grpo divides each group's rewards by their std" in message
+
+
+def test_the_shipped_reward_sweep_varies_what_changes_training() -> None:
+    base = load_config("train_rlvr_model")
+    sweep = validate_sweep(base, load_sweep(resolve_sweep_path("reward_weights")))
+    configs = [trial_config(base, sweep, case, Path("/tmp/t"), "sqlite:///x.db", "r") for case in sweep.cases]
+    assert {c.training.reward_type for c in configs} == {"step", "combined"}
+    combined = [c.training for c in configs if c.training.reward_type == "combined"]
+    ratios = {t.boxed_weight / (t.boxed_weight + t.correct_weight) for t in combined}  # format share of the reward
+    assert len(ratios) == len(combined) >= 3
+    assert len({reward_weights(c) for c in configs}) == len(configs)
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (  # the weights do nothing under the step reward
+            {"overrides": {"training.reward_type": "step"}, "space": {"training.boxed_weight": {"grid": [0.1, 0.5]}}},
+            "training.boxed_weight is ignored unless training.reward_type is combined",
+        ),
+        (  # a range of an ignored knob: every draw is the same run
+            {"space": {"training.target_kl": {"loguniform": [0.01, 0.1]}}},
+            "training.target_kl is ignored unless training.early_stopping is true",
+        ),
+        (  # k2 and k3 differ only where a KL term is used
+            {"space": {"training.kl_coef": {"choice": [0.0, 0.01]}, "training.kl_estimator": {"choice": ["k2", "k3"]}}},
+            "training.kl_estimator is ignored unless training.kl_coef > 0",
+        ),
+        (  # rescaled combined weights under grpo
+            {"space": {"training.boxed_weight": {"grid": [0.3, 0.6]}, "training.correct_weight": {"grid": [0.7, 1.4]}}},
+            "the same reward up to scale",
+        ),
+        (  # a case that repeats a grid point
+            {"cases": [{"training.reward_type": "correct"}, {"training.reward_type": "combined",
+                        "training.boxed_weight": 0.0}]},
+            "the same reward",
+        ),
+        ({"space": {"training.seed": {"grid": [1, "1"]}}}, "the same settings"),
+    ],
+)
+def test_points_that_are_the_same_run_are_rejected_in_one_line(tmp_path: Path, fields: dict, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        validated(tmp_path, **fields)  # train_rlvr_test: grpo, combined reward
+    assert "are the same run" in str(err.value) and expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_rescaled_weights_are_different_runs_where_the_algorithm_keeps_the_scale(tmp_path: Path) -> None:
+    space = {"training.boxed_weight": {"grid": [0.3, 0.6]}, "training.correct_weight": {"grid": [0.7, 1.4]}}
+    for algorithm in ("dr_grpo", "rloo", "ppo"):
+        validated(tmp_path, overrides={"training.algorithm": algorithm}, space=space)
+    validated(tmp_path, overrides={"training.reward_type": "step"}, space={"training.kl_coef": {"grid": [0.0, 0.1]}})
+
+
+def test_cases_are_tune_grid_points_expanded_into_settings(tmp_path: Path) -> None:
+    cases = [{"training.reward_type": "step"}, {"training.reward_type": "combined", "training.boxed_weight": "0.5"}]
+    sweep = validated(tmp_path, cases=cases)
+    assert sweep.cases[1]["training.boxed_weight"] == 0.5  # typed like the config
+    assert sweep.swept_keys == ["training.reward_type", "training.boxed_weight", "training.learning_rate"]
+    assert param_space(sweep)[CASE] == {"grid_search": [0, 1]}
+    params = trial_params(sweep, {CASE: 1, "training.learning_rate": 1e-4})
+    assert params == {"training.reward_type": "combined", "training.boxed_weight": 0.5, "training.learning_rate": 1e-4}
+    cfg = trial_config(load_config("train_rlvr_test"), sweep, params, tmp_path / "t", "sqlite:///x.db", "r")
+    assert (cfg.training.reward_type, cfg.training.boxed_weight) == ("combined", 0.5)
+
+
+@pytest.mark.parametrize(
+    ("cases", "expected"),
+    [
+        ([{}], "case 0 is empty"),
+        ([{"training.reward_typ": "step"}], "did you mean training.reward_type"),
+        ([{"training.learning_rate": 1e-3}], "set both in space and in cases"),
+        ([{"training.reward_type": "exact"}], "sweep case 0"),
+        ([{"output_dir": "x"}], "set by the sweep"),
+    ],
+)
+def test_bad_cases_are_one_line(tmp_path: Path, cases: list, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        validated(tmp_path, cases=cases)
+    assert expected in str(err.value) and "\n" not in str(err.value)
 
 
 def test_lr_kl_sweeps_learning_rate_and_kl() -> None:
