@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import sys
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,11 +71,14 @@ class TrainClock:
 
 
 class Progress:
-    """One plain line at most every ``every_s`` seconds (and on the last step): readable in a terminal and in
-    ``ray job logs``, where a redrawn bar turns into a line per update."""
+    """One plain log line at most every ``every_s`` seconds (and on the last step): readable in a terminal and in
+    ``ray job logs``, where a redrawn bar turns into a line per update. Logged, not printed: Ray Train workers
+    echo their stdout and stderr twice to the driver, their log records once."""
 
     def __init__(self, total: int, every_s: float = 15.0) -> None:
         self.total, self.every_s, self.last_print = total, every_s, float("-inf")
+        self.log = logging.getLogger("rlvr_ray.progress")
+        self.log.setLevel(logging.INFO)
 
     def update(self, step: int, metrics: dict[str, float], last: bool) -> None:
         now = time.monotonic()
@@ -83,12 +86,10 @@ class Progress:
             return
         self.last_print = now
         eval_part = f" held-out {metrics['eval/accuracy']:.3f}" if "eval/accuracy" in metrics else ""
-        print(
+        self.log.info(
             f"[rl] step {step + 1}/{self.total} reward {metrics['reward/mean']:.3f} "
             f"train acc {metrics['train/accuracy']:.3f}{eval_part} {metrics['perf/step_s']:.2f} s/step "
-            f"staleness {metrics['async/staleness_mean']:.1f} train time {metrics['time/train_s']:.0f} s",
-            file=sys.stderr,
-            flush=True,
+            f"staleness {metrics['async/staleness_mean']:.1f} train time {metrics['time/train_s']:.0f} s"
         )
 
 
