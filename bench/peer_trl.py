@@ -384,24 +384,12 @@ class SideResult:
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class EvalSpec:
-    complexities: tuple[int, ...]
-    n: int
-    seed: int
-    max_tokens: int
-
-    @classmethod
-    def of(cls, cfg: RunConfig) -> EvalSpec:
-        e = cfg.eval
-        return cls(tuple(e.complexities), e.n, e.seed, cfg.training.max_generation_length)
-
-
-def held_out_evaluator(warm_dir: Path, spec: EvalSpec) -> Callable[[Any], dict[int, float]]:
-    """``model -> {k: accuracy}``: the model's current weights copied into a torch engine, then ``evaluate``."""
+def held_out_evaluator(warm_dir: Path, cfg: RunConfig) -> Callable[[Any], dict[int, float]]:
+    """``model -> {k: accuracy}``: the model's current weights copied into a torch engine, then the project's own
+    held-out evaluation of a run (``rlvr_ray.eval.evaluate_run``: ``cfg.eval``, greedy)."""
     import torch
 
-    from rlvr_ray.eval import evaluate
+    from rlvr_ray.eval import evaluate_run
     from rlvr_ray.policy import load_vocab
     from rlvr_ray.rollout.torch_engine import TorchEngine
 
@@ -411,8 +399,7 @@ def held_out_evaluator(warm_dir: Path, spec: EvalSpec) -> Callable[[Any], dict[i
     def run(model: Any) -> dict[int, float]:
         with torch.no_grad():
             engine.load_weights({name: t.detach() for name, t in model.state_dict().items()})
-        rows = evaluate(engine.generate, vocab, spec.complexities, spec.n, spec.seed, spec.max_tokens)
-        return {r.complexity: r.accuracy for r in rows}
+        return {r.complexity: r.accuracy for r in evaluate_run(engine.generate, vocab, cfg)}
 
     return run
 
@@ -476,7 +463,7 @@ def run_trl(
     rl_steps = max(10, math.ceil(budget_s / 0.25))  # prompts for one RL step per 0.25 s; more cycle over them
     rows = prompt_rows(vocab, cfg.training, s.prompts_per_step, rl_steps)
     optimizer_steps_per_rl_step = s.batch_size // s.mini_batch_size * s.num_iterations
-    schedule = IntervalSchedule(TrainClock(), held_out_evaluator(warm, EvalSpec.of(cfg)), every_s, budget_s)
+    schedule = IntervalSchedule(TrainClock(), held_out_evaluator(warm, cfg), every_s, budget_s)
 
     class IntervalEval(TrainerCallback):
         def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **_: Any) -> None:
@@ -601,9 +588,12 @@ def run_subprocess(cmd: Sequence[str], log: Path, timeout_s: float) -> int:
 
 
 def load_rows(path: Path) -> dict[int, float] | None:
+    """{k: accuracy} of an eval table the project wrote: a list of rows, or ``{"key": ..., "rows": [...]}``."""
     if not path.is_file():
         return None
-    return {int(r["complexity"]): float(r["accuracy"]) for r in json.loads(path.read_text())}
+    data = json.loads(path.read_text())
+    rows = data["rows"] if isinstance(data, dict) else data
+    return {int(r["complexity"]): float(r["accuracy"]) for r in rows}
 
 
 def run_project(

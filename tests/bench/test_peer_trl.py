@@ -308,3 +308,13 @@ def test_write_report_writes_json_png_and_table(tmp_path: Path) -> None:
     assert report["machine"]["cpus"] == os.cpu_count()
     assert (tmp_path / "peer_trl_table.md").read_text() == table + "\n"
     assert (tmp_path / "peer_trl.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_load_rows_reads_both_eval_table_formats(tmp_path: Path) -> None:
+    import json
+
+    rows = [{"complexity": 1, "n": 4, "accuracy": 0.75}, {"complexity": 2, "n": 4, "accuracy": 0.25}]
+    (tmp_path / "after.json").write_text(json.dumps(rows))
+    (tmp_path / "before.json").write_text(json.dumps({"key": {"eval": {}}, "rows": rows}))
+    assert peer.load_rows(tmp_path / "after.json") == peer.load_rows(tmp_path / "before.json") == {1: 0.75, 2: 0.25}
+    assert peer.load_rows(tmp_path / "missing.json") is None
