@@ -80,7 +80,9 @@ def init_ray(local_cpus: int, local_resources: dict[str, float]) -> None:
 
     if ray.is_initialized():
         return
-    env = {"env_vars": {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}}
+    # MKL_CBWR: Intel MKL's conditional numerical reproducibility, so the same inputs give the same bits in every
+    # process (without it a matmul's result may depend on memory alignment, and two identical runs drift apart).
+    env = {"env_vars": {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "MKL_CBWR": "AUTO"}}
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=env, log_to_driver=True)
         return

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from rlvr_ray.tracking import Tracker, flatten_params, resolve_tracking_uri
 
@@ -103,3 +104,50 @@ def test_tracking_uri_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert resolve_tracking_uri(None, tmp_path) == "http://127.0.0.1:5000"
     assert resolve_tracking_uri("file:///x", tmp_path) == "file:///x"
+
+
+@pytest.mark.slow
+def test_final_policy_reaches_a_laptop_through_the_tracking_server(mlflow_server: str, tmp_path: Path) -> None:
+    """A run whose checkpoints go to a storage URI and whose results go to an MLflow server: the final policy and
+    the ledger are fetched with the MLflow client into an empty directory, and the evaluator loads that policy."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+    from safetensors.torch import load_file
+
+    from rlvr_ray.config import load_config
+    from rlvr_ray.eval import evaluate_policy_dir
+
+    overrides = [
+        f"output_dir={tmp_path / 'run'}",
+        f"warm_start_dir={tmp_path / 'warm_start'}",
+        f"storage_uri={tmp_path / 'store'}",
+        f"tracking.tracking_uri={mlflow_server}",
+        "training.ppo_steps=2",
+        "training.checkpoint_every=2",
+        "training.batch_size=32",
+        "training.mini_batch_size=16",
+        "sft.steps=10",
+        "verifier.num_actors=1",
+        "eval.n=8",
+        "eval.complexities=[1]",
+    ]
+    cmd = [sys.executable, "-m", "rlvr_ray.main", "--config-name", "train_rlvr_test", *overrides]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-6000:]
+    assert (tmp_path / "store" / "run" / "latest.json").is_file() and not (tmp_path / "run" / "checkpoints").exists()
+    run_id = (tmp_path / "run" / "mlflow_run_id").read_text().strip()
+    laptop = tmp_path / "laptop"
+    laptop.mkdir()
+    client = MlflowClient(mlflow_server)
+    policy = Path(client.download_artifacts(run_id, "final_policy", str(laptop)))
+    ledger = json.loads(Path(client.download_artifacts(run_id, "ledger.json", str(laptop))).read_text())
+    assert [record["step"] for record in ledger] == [0, 1]
+    local, fetched = (
+        load_file(str(tmp_path / "run" / "final_policy" / "model.safetensors")),
+        load_file(str(policy / "model.safetensors")),
+    )
+    assert all(torch.equal(local[k], fetched[k]) for k in local) and local.keys() == fetched.keys()
+    rows = evaluate_policy_dir(str(policy), load_config("train_rlvr_test", overrides))
+    after = json.loads((tmp_path / "run" / "eval_after.json").read_text())
+    assert [r.accuracy for r in rows] == [row["accuracy"] for row in after]
