@@ -23,6 +23,7 @@ namespaces, veths and the bridge, and is safe to call after a partial setup.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -31,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+_NETWORKS = itertools.count()
 STORAGE_PATH = "/tmp/storage"
 """Where the modelled object storage appears, at the same path, on every host."""
 
@@ -79,7 +81,7 @@ class Network:
 
     def __init__(self, base: Path) -> None:
         self.base = base
-        self.tag = f"{os.getpid() % 100000}"
+        self.tag = f"{os.getpid() % 100000}{next(_NETWORKS) % 10}"  # unique while alive; interface names <= 15
         self.prefix = _free_subnet()
         self.gateway = f"{self.prefix}.1"
         self.bridge = f"rlvrbr{self.tag}"

@@ -79,7 +79,7 @@ def wait_for_step(tracking_uri: str, run_name: str, step: int, timeout_s: float,
     while last_logged_step(tracking_uri, run_name) < step:
         if time.monotonic() > deadline:
             raise AssertionError(f"run {run_name} never logged step {step} within {timeout_s:.0f}s: {job_state()}")
-        time.sleep(1.0)
+        time.sleep(0.2)
 
 
 def uninterrupted_digests(cfg: RunConfig) -> list[str]:

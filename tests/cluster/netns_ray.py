@@ -258,7 +258,8 @@ def wait_job(cluster: Cluster, submission_id: str, timeout_s: float) -> str:
 
 def main_entrypoint(cluster: Cluster, name: str, *overrides: str) -> list[str]:
     """The test config, with every writable path private to the host that runs it (under its /tmp), checkpoints
-    in the storage URI and tracking on the MLflow server."""
+    in the storage URI and tracking on the MLflow server. The SFT warm start (keyed by its config) is made once per
+    head host and reused by later jobs on it."""
     return [
         sys.executable,
         "-m",
@@ -266,7 +267,7 @@ def main_entrypoint(cluster: Cluster, name: str, *overrides: str) -> list[str]:
         "--config-name",
         "train_rlvr_test",
         f"output_dir=/tmp/runs/{name}",
-        f"warm_start_dir=/tmp/runs/{name}-warm",
+        "warm_start_dir=/tmp/warm_start",
         f"storage_uri={cluster.storage_uri(name)}",
         f"tracking.tracking_uri={cluster.tracking_uri}",
         f"tracking.run_name={name}",

@@ -72,44 +72,53 @@ def _state(pid: int) -> str:
         return "Z"
 
 
-def kill_actor(cluster: Cluster, class_part: str) -> Victim:
-    """SIGKILL one live actor of that class (the first the state API lists)."""
+def find_actor(cluster: Cluster, class_part: str) -> Victim | None:
+    """One live actor of that class (the first the state API lists), or None while there is none."""
     victims = alive_actors(cluster, class_part)
-    assert victims, f"no ALIVE actor with {class_part!r} in its class name"
-    return sigkill(victims[0])
+    return victims[0] if victims else None
 
 
-def kill_driver(cluster: Cluster, submission_id: str) -> Victim:
-    """SIGKILL the job's driver process (``python -m rlvr_ray.main`` on the head)."""
+def find_driver(cluster: Cluster, submission_id: str) -> Victim | None:
+    """The job's driver process (``python -m rlvr_ray.main`` on the head), once it has connected to Ray."""
     from ray.job_submission import JobSubmissionClient
 
     info = JobSubmissionClient(cluster.dashboard).get_job_info(submission_id)
-    assert info.driver_info is not None and info.driver_info.pid, f"job {submission_id} has no driver yet: {info}"
-    return sigkill(Victim(int(info.driver_info.pid), info.driver_info.node_ip_address, "job driver"))
+    if info.driver_info is None or not info.driver_info.pid:
+        return None
+    return Victim(int(info.driver_info.pid), info.driver_info.node_ip_address, "job driver")
 
 
 def run_and_inject(
-    cluster: Cluster, name: str, at_step: int, inject: Callable[[], Victim], overrides: Sequence[str] = ()
+    cluster: Cluster,
+    name: str,
+    at_step: int,
+    find: Callable[[], Victim | None],
+    overrides: Sequence[str],
+    kill: Callable[[Victim], Any] = sigkill,
 ) -> tuple[Victim, str]:
-    """Submit the test config, wait until step ``at_step`` is logged, inject the fault; returns the victim and the
-    job's final status."""
+    """Submit the test config, find the victim as soon as it exists, SIGKILL it as soon as step ``at_step`` is
+    logged (the tiny config's RL steps take ~0.1 s, so the state API is asked before, not after); returns the
+    victim and the job's final status."""
     submit(cluster, name, main_entrypoint(cluster, name, *overrides))
-    wait_for_step(
-        cluster.tracking_uri,
-        name,
-        at_step,
-        RUN_TIMEOUT_S,
-        lambda: f"{job_status(cluster, name)}\n{job_logs(cluster, name)[-6000:]}",
-    )
-    victim = inject()
+    explain = lambda: f"{job_status(cluster, name)}\n{job_logs(cluster, name)[-6000:]}"  # noqa: E731
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while (victim := find()) is None:
+        assert time.monotonic() < deadline, f"no victim for {name} within {RUN_TIMEOUT_S}s: {explain()}"
+        time.sleep(0.5)
+    wait_for_step(cluster.tracking_uri, name, at_step, RUN_TIMEOUT_S, explain)
+    kill(victim)
     return victim, wait_job(cluster, name, RUN_TIMEOUT_S)
 
 
-def check_outcome(cluster: Cluster, name: str, laptop: Path, recovery_metrics: Sequence[str]) -> dict[str, Any]:
+def check_outcome(
+    cluster: Cluster, name: str, laptop: Path, recovery_metrics: Sequence[str], overrides: Sequence[str]
+) -> dict[str, Any]:
     """The run finished with every step trained exactly once in the final weights' lineage, the recovery shows in
     its metrics, and its final policy loads; returns the facts for further checks."""
     run = finished_run(cluster.tracking_uri, name)
-    check_ledger(read_ledger(cluster.tracking_uri, run.info.run_id, laptop), load_config("train_rlvr_test", []))
+    check_ledger(
+        read_ledger(cluster.tracking_uri, run.info.run_id, laptop), load_config("train_rlvr_test", list(overrides))
+    )
     run_ids = [r.info.run_id for r in runs_named(cluster.tracking_uri, name)]
     if recovery_metrics:  # a resubmitted job shows its recovery in the ledger and logged steps instead
         recoveries = metric_values(cluster.tracking_uri, run_ids, recovery_metrics)

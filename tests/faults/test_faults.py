@@ -1,26 +1,32 @@
 """Faults survived, nothing lost: real processes of a running `ray job submit` job SIGKILLed by pid mid-run, on the
 multi-host harness (a Ray head with the learner resource and a worker host with the rollout and verifier resources,
-each in its own network and mount namespace; see tests/cluster/netns.py).
+each in its own network and mount namespace; see tests/cluster/netns.py). The four tests share one cluster.
 
 Each test asserts, from what the run logged to MLflow: the job succeeded; the ledger of the final weights has
-steps 0..N-1 exactly once, each on a distinct prompt set with a full batch of samples; the recovery metric of the
-injected fault is > 0; and the final policy, downloaded through MLflow, loads in rlvr_ray.eval.
+steps 0..N-1 exactly once, each on the prompts an uninterrupted run trains on at that step, with a full batch of
+samples never reused; the recovery metric of the injected fault is > 0; and the final policy, downloaded through
+MLflow, loads in rlvr_ray.eval.
+
+The test config's RL steps take ~0.1 s on this machine, so these runs have 40 steps (the kill lands with dozens of
+steps to go) and the victim's pid is found through the state API before the kill step comes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
-from fault_injection import RUN_TIMEOUT_S, check_outcome, kill_actor, kill_driver, run_and_inject
-from netns_evidence import client, wait_for_step
-from netns_ray import Cluster, job_logs, job_status, main_entrypoint, netns_cluster, submit, wait_job
+from fault_injection import check_outcome, find_actor, find_driver, run_and_inject
+from netns_evidence import client
+from netns_ray import Cluster, job_logs, main_entrypoint, netns_cluster, submit, wait_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-ROLES = ("rollout.resource=rollout", "learner.resource=learner", "verifier.resource=verifier")
-FAULT_STEP = 2  # inject once steps 0..2 are logged: mid-run of the test config's 6 steps
+FAULT_RUN = ("rollout.resource=rollout", "learner.resource=learner", "verifier.resource=verifier",
+             "training.ppo_steps=40")  # fmt: skip
+CHECKPOINT_EVERY = 3  # train_rlvr_test's training.checkpoint_every
 
 
 @pytest.fixture(scope="module")
@@ -35,37 +41,39 @@ def _succeeded(cluster: Cluster, name: str, status: str) -> None:
 
 
 def test_rollout_actor_killed_is_replaced(cluster: Cluster, tmp_path: Path) -> None:
-    victim, status = run_and_inject(cluster, "kill-rollout", FAULT_STEP, lambda: kill_actor(cluster, "Rollout"), ROLES)
-    _succeeded(cluster, "kill-rollout", status)
-    check_outcome(cluster, "kill-rollout", tmp_path, ["recovery/rollout_respawns"])
-    assert "respawn" in job_logs(cluster, "kill-rollout").lower(), f"no log line for the respawn of {victim}"
+    name = "kill-rollout"
+    victim, status = run_and_inject(cluster, name, 1, partial(find_actor, cluster, "Rollout"), FAULT_RUN)
+    _succeeded(cluster, name, status)
+    check_outcome(cluster, name, tmp_path, ["recovery/rollout_respawns"], FAULT_RUN)
+    assert "respawned" in job_logs(cluster, name), f"no log line for the respawn after killing {victim}"
 
 
 def test_verifier_actor_killed_is_replaced(cluster: Cluster, tmp_path: Path) -> None:
-    _, status = run_and_inject(cluster, "kill-verifier", FAULT_STEP, lambda: kill_actor(cluster, "Verifier"), ROLES)
-    _succeeded(cluster, "kill-verifier", status)
-    check_outcome(cluster, "kill-verifier", tmp_path, ["recovery/verifier_respawns", "verify/respawns"])
+    name = "kill-verifier"
+    _, status = run_and_inject(cluster, name, 1, partial(find_actor, cluster, "Verifier"), FAULT_RUN)
+    _succeeded(cluster, name, status)
+    check_outcome(cluster, name, tmp_path, ["recovery/verifier_respawns", "verify/respawns"], FAULT_RUN)
 
 
 def test_learner_worker_killed_restarts_from_checkpoint(cluster: Cluster, tmp_path: Path) -> None:
-    # After step 3 is logged, the step-3 checkpoint (checkpoint_every=3) is in the storage URI.
-    _, status = run_and_inject(cluster, "kill-learner", 3, lambda: kill_actor(cluster, "RayTrainWorker"), ROLES)
-    _succeeded(cluster, "kill-learner", status)
-    check_outcome(cluster, "kill-learner", tmp_path, ["recovery/learner_restarts"])
+    name = "kill-learner"
+    # Once step CHECKPOINT_EVERY is logged, a checkpoint is in the storage URI to restart from.
+    find = partial(find_actor, cluster, "RayTrainWorker")
+    _, status = run_and_inject(cluster, name, CHECKPOINT_EVERY, find, FAULT_RUN)
+    _succeeded(cluster, name, status)
+    check_outcome(cluster, name, tmp_path, ["recovery/learner_restarts"], FAULT_RUN)
 
 
 def test_driver_killed_then_resubmitted_resumes_from_checkpoint(cluster: Cluster, tmp_path: Path) -> None:
-    name, entrypoint = "kill-driver", main_entrypoint(cluster, "kill-driver", *ROLES)
-    submit(cluster, name, entrypoint)
-    wait_for_step(cluster.tracking_uri, name, 3, RUN_TIMEOUT_S, lambda: job_status(cluster, name))
-    kill_driver(cluster, name)
-    first = wait_job(cluster, name, RUN_TIMEOUT_S)
+    name = "kill-driver"
+    _, first = run_and_inject(cluster, name, CHECKPOINT_EVERY, partial(find_driver, cluster, name), FAULT_RUN)
     assert first == "FAILED", f"job with a killed driver ended {first}"
 
-    submit(cluster, f"{name}-again", entrypoint)  # the same job, resubmitted (a new submission id)
-    _succeeded(cluster, f"{name}-again", wait_job(cluster, f"{name}-again", RUN_TIMEOUT_S))
-    facts = check_outcome(cluster, name, tmp_path, [])
-    # Resumed, not restarted: steps before the checkpoint were trained (and logged) once in all runs of that name.
+    again = f"{name}-again"
+    submit(cluster, again, main_entrypoint(cluster, name, *FAULT_RUN))  # the same job, resubmitted
+    _succeeded(cluster, again, wait_job(cluster, again, 600))
+    facts = check_outcome(cluster, name, tmp_path, [], FAULT_RUN)
+    # Resumed, not restarted: the steps before the first checkpoint were trained (and logged) once in all runs.
     mlflow = client(cluster.tracking_uri)
     logged = [m.step for run_id in facts["run_ids"] for m in mlflow.get_metric_history(run_id, "reward/mean")]
-    assert [logged.count(step) for step in range(3)] == [1, 1, 1], f"steps logged: {sorted(logged)}"
+    assert [logged.count(step) for step in range(CHECKPOINT_EVERY)] == [1] * CHECKPOINT_EVERY, sorted(logged)

@@ -9,15 +9,17 @@ rlvr_ray.eval loads.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
-from fault_injection import Victim, alive_actors, check_outcome, run_and_inject
+from fault_injection import Victim, check_outcome, find_actor, run_and_inject
 from netns_ray import Cluster, actor_hosts, job_logs, netns_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-ROLES = ("rollout.resource=rollout", "learner.resource=learner", "verifier.resource=verifier")
+FAULT_RUN = ("rollout.resource=rollout", "learner.resource=learner", "verifier.resource=verifier",
+             "training.ppo_steps=40")  # fmt: skip
 WORKER = {"rollout": 1, "verifier": 2}
 # Detect the lost node within seconds instead of Ray's default ~30 s (the head's GCS health checks).
 FAST_NODE_DEATH = {
@@ -27,20 +29,25 @@ FAST_NODE_DEATH = {
 }
 
 
-def lose_rollout_host(cluster: Cluster) -> Victim:
-    (rollout,) = alive_actors(cluster, "Rollout")
-    (host,) = [h for h in cluster.workers.values() if h.ip == rollout.node_ip]
-    cluster.network.kill_host(host)
-    return Victim(rollout.pid, host.ip, f"host {host.name} (raylet and every process on it)")
+def rollout_host(cluster: Cluster) -> Victim | None:
+    """The worker host that runs the rollout actor (as a victim: the actor's pid, the host's address)."""
+    rollout = find_actor(cluster, "Rollout")
+    return None if rollout is None else Victim(rollout.pid, rollout.node_ip, "the host of the rollout actor")
+
+
+def lose_host(cluster: Cluster, victim: Victim) -> None:
+    (host,) = [h for h in cluster.workers.values() if h.ip == victim.node_ip]
+    cluster.network.kill_host(host)  # SIGKILL every process in its namespace: raylet, workers, agents
 
 
 def test_worker_host_lost_mid_run(tmp_path: Path) -> None:
     workers = {"w1": WORKER, "w2": WORKER}
     with netns_cluster(tmp_path / "hosts", {"learner": 1}, workers, head_env=FAST_NODE_DEATH) as cluster:
-        victim, status = run_and_inject(cluster, "lose-host", 2, lambda: lose_rollout_host(cluster), ROLES)
+        find, kill = partial(rollout_host, cluster), partial(lose_host, cluster)
+        victim, status = run_and_inject(cluster, "lose-host", 1, find, FAULT_RUN, kill)
         logs = job_logs(cluster, "lose-host")
         assert status == "SUCCEEDED", f"job {status} after losing {victim}:\n{logs[-8000:]}\n{cluster.diagnostics()}"
-        check_outcome(cluster, "lose-host", tmp_path / "laptop", ["recovery/rollout_respawns"])
+        check_outcome(cluster, "lose-host", tmp_path / "laptop", ["recovery/rollout_respawns"], FAULT_RUN)
         ran_on = actor_hosts(cluster)
         rollout_hosts = set().union(*(ips for cls, ips in ran_on.items() if "Rollout" in cls))
         assert rollout_hosts == {cluster.workers["w1"].ip, cluster.workers["w2"].ip}, ran_on  # replaced elsewhere
