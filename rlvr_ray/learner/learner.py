@@ -33,6 +33,9 @@ from rlvr_ray.config import TrainingConfig
 from rlvr_ray.learner.batch import TrainBatch
 from rlvr_ray.learner.model import ForwardOut, PolicyWithValue
 
+CPU_BUCKET_ROWS = 32
+"""On CPU, forward/backward passes take at most this many sequences of similar length (see Learner.buckets)."""
+
 
 @dataclass
 class OldPolicyOutputs:
@@ -151,15 +154,37 @@ class Learner:
     def forward(self, batch: TrainBatch, with_entropy_grad: bool = False) -> ForwardOut:
         return self.module(batch.input_ids, batch.attention_mask, self.cfg.temperature, with_entropy_grad)
 
+    def buckets(self, batch: TrainBatch, index: torch.Tensor, rows: int) -> list[torch.Tensor]:
+        """``index`` split into parts of at most ``rows`` rows, longest sequences first, so that each part, trimmed
+        to its own longest row, carries little padding. On CPU parts are at most ``CPU_BUCKET_ROWS`` rows: the
+        cost is the padded token count, and the per-call overhead is small. Losses are sums over parts divided by
+        global counts, so the split changes only the order of floating-point additions."""
+        if batch.input_ids.device.type == "cpu":
+            rows = min(rows, CPU_BUCKET_ROWS)
+        lengths = batch.attention_mask[index].sum(dim=-1)
+        ordered = index[torch.argsort(lengths, descending=True, stable=True)]
+        return [ordered[i : i + rows] for i in range(0, len(ordered), rows)]
+
     @torch.no_grad()
     def old_outputs(self, batch: TrainBatch) -> OldPolicyOutputs:
-        out = self.policy.logprobs_and_values(batch.input_ids, batch.attention_mask, self.cfg.temperature)
-        ref_logp = None
-        if self.reference is not None:
-            logits = self.reference(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-            scaled = torch.log_softmax(logits[:, :-1].float() / self.cfg.temperature, dim=-1)
-            ref_logp = scaled.gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)
-        return OldPolicyOutputs(out.logp, out.values, ref_logp)
+        """Proximal logprobs (and values, reference logprobs) [N, L-1] of the batch, in length buckets; 0 on
+        positions past each row's end."""
+        zeros = torch.zeros_like(batch.mask)
+        logp = zeros.clone()
+        values = zeros.clone() if self.preset.use_critic else None
+        ref_logp = zeros.clone() if self.reference is not None else None
+        for part in self.buckets(batch, torch.arange(len(batch)), len(batch)):
+            sub = trimmed(batch.select(part))
+            width = sub.mask.shape[1]
+            out = self.policy.logprobs_and_values(sub.input_ids, sub.attention_mask, self.cfg.temperature)
+            logp[part, :width] = out.logp
+            if values is not None and out.values is not None:
+                values[part, :width] = out.values
+            if ref_logp is not None and self.reference is not None:
+                logits = self.reference(input_ids=sub.input_ids, attention_mask=sub.attention_mask).logits
+                scaled = torch.log_softmax(logits[:, :-1].float() / self.cfg.temperature, dim=-1)
+                ref_logp[part, :width] = scaled.gather(-1, sub.input_ids[:, 1:, None]).squeeze(-1)
+        return OldPolicyOutputs(logp, values, ref_logp)
 
     def shaped_scores(self, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
         """(scores [N] after DAPO's overlong punishment, keep [N] float after its dynamic sampling, stats)."""
@@ -296,7 +321,7 @@ class Learner:
         denominator = self.global_sum(local).clamp(min=1) / self._grad_scale()
         # Loss stats are logged as this rank's mini-batch means: rescale from the global denominator.
         rescale = float(denominator / local.clamp(min=1))
-        parts = [index[i : i + micro] for i in range(0, len(index), micro)]
+        parts = self.buckets(batch, index, micro)
         stats_sum: dict[str, float] = defaultdict(float)
         kl = torch.zeros(2, dtype=torch.float64)
         for part in parts:

@@ -56,9 +56,16 @@ def run_ranks(workdir: Path, settings: dict, ddp: bool, world: int = 2) -> None:
     mp.spawn(rank_main, args=(world, free_port(), str(workdir), settings, ddp), nprocs=world, join=True)
 
 
-def setup_workdir(tmp_path: Path, rewards: list[float]) -> TrainBatch:
+def setup_workdir(tmp_path: Path, rewards: list[float], cut: bool = False) -> TrainBatch:
+    """The batch of engine rollouts; ``cut``: rank 1's group (samples 4-7) cut to 1-4 completion tokens, so the
+    two ranks hold different token counts (a per-rank token mean then differs from the global one)."""
     model_dir = save_policy(build_model(TINY, VOCAB, seed=1), VOCAB, tmp_path / "policy")
-    batch = build_train_batch(engine_rollouts(model_dir, rewards), VOCAB.pad)
+    scored = engine_rollouts(model_dir, rewards)
+    if cut:
+        for i, keep in zip(range(4, 8), (1, 2, 3, 4), strict=True):
+            scored.rollouts.completion_ids[i] = scored.rollouts.completion_ids[i][:keep]
+            scored.rollouts.logprobs[i] = scored.rollouts.logprobs[i][:keep]
+    batch = build_train_batch(scored, VOCAB.pad)
     torch.save(batch, tmp_path / "batch.pt")
     return batch
 
@@ -89,7 +96,9 @@ def test_early_stopping_is_the_same_decision_on_every_rank(tmp_path: Path) -> No
 def test_two_ddp_ranks_give_the_single_process_gradient(tmp_path: Path, algorithm: str, rewards: list[float]) -> None:
     # token_mean over the global batch and REINFORCE++'s global whitening: a per-rank mean or whitening differs
     # whenever the ranks' shards differ in token counts or reward statistics. dapo: rank 1's group is dropped.
-    batch = setup_workdir(tmp_path, rewards)
+    batch = setup_workdir(tmp_path, rewards, cut=True)
+    counts = [float(batch.mask[:4].sum()), float(batch.mask[4:].sum())]
+    assert counts[0] != counts[1]
     settings = {
         "algorithm": algorithm, "batch_size": 8, "group_size": 4, "mini_batch_size": 8, "learning_rate": 1e-2,
         "max_grad_norm": 1e6,
