@@ -1,6 +1,6 @@
 """``python -m rlvr_ray.task``: sample problems as JSONL, or score JSONL completions with the training rewards.
 
-    python -m rlvr_ray.task sample --n 5 --seed 0 --complexity 1-4 [--p 13 --operators +-*] [--out FILE]
+    python -m rlvr_ray.task sample --n 5 --seed 0 --complexity 1-4 [--p 13 --operators +-*] [--split eval] [--out FILE]
     python -m rlvr_ray.task score --input FILE [--p 13 --operators +-* --boxed-weight 0.3 --correct-weight 0.7]
 
 Exit codes: 0 ok; 1 some input line of ``score`` was bad (it is reported on stderr, the others are still
@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from rlvr_ray.task.split import SPLITS
 from rlvr_ray.task.vocab import ALLOWED_OPERATORS, Vocab
 
 MAX_P = 1000  # same bound as TaskConfig.p
@@ -88,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--n", type=_non_negative(int), default=10, help="number of problems (default 10)")
     sample.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     sample.add_argument("--complexity", type=_complexity, default=(1, 4), help="K or MIN-MAX operators (default 1-4)")
+    sample.add_argument(
+        "--split", choices=SPLITS, default="all", help="all, or only the train / held-out eval side (default all)"
+    )
     sample.add_argument("--out", help="output file (default stdout)")
     _add_task_options(sample)
     score = commands.add_parser("score", help="add boxed/correct/combined/step to JSONL prompt/completion/answer")
@@ -114,7 +118,10 @@ def _join_dash_values(argv: Sequence[str]) -> list[str]:
 def _write_samples(args: argparse.Namespace, vocab: Vocab, out: TextIO) -> None:
     from rlvr_ray.task.rpn import generate_problems  # jax only for this command
 
-    problems = generate_problems(vocab, args.n, args.complexity, args.seed)
+    try:
+        problems = generate_problems(vocab, args.n, args.complexity, args.seed, split=args.split)
+    except ValueError as err:  # a split with too few prompts of these complexities
+        raise _UsageError(f"error: {err}") from None
     rows = zip(
         problems.prompt_lists(), problems.completion_lists(), problems.answers, problems.complexities, strict=True
     )

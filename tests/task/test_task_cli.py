@@ -36,6 +36,21 @@ def test_sample_stdout_matches_generate_problems(capsys: pytest.CaptureFixture[s
     assert out.splitlines()[0].startswith('{"prompt": "<boe> ')
 
 
+@pytest.mark.parametrize(("split", "held_out"), [("eval", True), ("train", False)])
+def test_sample_one_side_of_the_split(split: str, held_out: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    from rlvr_ray.task.split import is_eval_reference
+
+    code, out, _ = run(["sample", "--n", "40", "--seed", "2", "--complexity", "1-2", "--split", split], capsys)
+    prompts = [V13.encode(json.loads(line)["prompt"]) for line in out.splitlines()]
+    assert code == 0 and len(prompts) == 40 and {is_eval_reference(p) for p in prompts} == {held_out}
+
+
+def test_sample_from_an_empty_side_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["sample", "--n", "3", "--complexity", "1", "--p", "2", "--operators", "*", "--split", "eval"]
+    code, out, err = run(argv, capsys)  # none of the 4 prompts of p=2, k=1 is held out
+    assert code == 2 and out == "" and err.startswith("error: the eval split") and err.count("\n") == 1
+
+
 def test_sample_single_complexity_operators_and_out_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "problems.jsonl"
     argv = [
