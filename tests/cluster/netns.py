@@ -80,6 +80,8 @@ class Network:
     """A bridge + private /24 in the root namespace, and hosts attached to it (see the module docstring)."""
 
     def __init__(self, base: Path) -> None:
+        if os.geteuid() != 0:
+            raise RuntimeError("the multi-host harness needs root (ip netns, veth, bridge, mount namespaces)")
         self.base = base
         self.tag = f"{os.getpid() % 100000}{next(_NETWORKS) % 10}"  # unique while alive; interface names <= 15
         self.prefix = _free_subnet()

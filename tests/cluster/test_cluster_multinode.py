@@ -52,6 +52,8 @@ def test_job_from_outside_trains_on_hosts_sharing_only_the_network(cluster: Clus
     # Private hosts: the run's outputs exist on the head only; the worker host wrote none of them.
     assert (cluster.head.root / "runs" / name).is_dir()
     assert not (cluster.workers["w1"].root / "runs").exists()
+    # Checkpoints went to the storage URI (the modelled object store), not to a host's disk.
+    assert list((cluster.network.storage / name).rglob("trainer_state*")), "no checkpoint in the storage URI"
 
     # Everything the laptop needs, through MLflow only.
     laptop = tmp_path / "laptop"
