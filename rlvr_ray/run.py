@@ -119,6 +119,13 @@ def check_resume(cfg: RunConfig, store: CheckpointStore) -> str | None:
             "to start fresh pass another output_dir=PATH or resume=false (nothing is deleted), "
             "to continue that run drop these changes (only run length and log/eval/checkpoint cadence may change)"
         )
+    step, total = int((store.pointer() or {}).get("step", 0)), cfg.training.total_steps
+    if step >= total:
+        print(
+            f"[run] {cfg.output_dir} already holds this run trained for {step} steps (>= {total}): no training, the"
+            " final policy is evaluated again; raise training.ppo_steps to extend it, or pass another output_dir",
+            file=sys.stderr,
+        )
     return path
 
 

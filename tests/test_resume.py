@@ -18,16 +18,18 @@ import torch
 pytestmark = pytest.mark.slow
 
 N = 3
-FAST = [  # the test config, smaller still: 4 prompts x 8 samples per step, one verifier, a tiny eval at the end
+FAST = [  # the test config, smaller still: 4 prompts x 8 samples per step, one verifier
     f"training.ppo_steps={2 * N}",
     f"training.checkpoint_every={N}",
-    "training.eval_every=1000",
     "training.batch_size=32",
     "training.mini_batch_size=16",
     "sft.steps=10",
     "verifier.num_actors=1",
-    "eval.n=8",
-    "eval.complexities=[1]",
+    # A held-out eval after every step: it must not perturb the trajectory, and it spaces the steps out (a tiny
+    # step takes ~0.05 s) so that the interrupt lands before the next checkpoint.
+    "training.eval_every=1",
+    "eval.n=48",
+    "eval.complexities=[2,3]",
 ]
 
 
