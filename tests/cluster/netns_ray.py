@@ -86,7 +86,11 @@ def _ray_start(
     num_cpus: int,
     resources: Mapping[str, float],
     env: Mapping[str, str] | None = None,
+    gcs: str | None = None,
 ) -> None:
+    """``gcs``: the cluster's GCS address, exported as RAY_ADDRESS to every process of the node. Hosts share the
+    machine's PID namespace, so Ray's own discovery (``address="auto"``: scan the process list for GCS servers)
+    would also see Ray instances outside these hosts; RAY_ADDRESS pins it to this cluster."""
     network.run(
         host,
         [
@@ -103,7 +107,7 @@ def _ray_start(
             str(200 * 2**20),
             "--disable-usage-stats",
         ],
-        {**base_env(), **(env or {})},
+        {**base_env(), **(env or {}), "RAY_ADDRESS": gcs or f"{host.ip}:{GCS_PORT}"},
         timeout=240,
     )
 
@@ -127,7 +131,8 @@ def start_head(
 
 
 def start_worker(network: Network, host: Host, head: Host, num_cpus: int, resources: Mapping[str, float]) -> None:
-    _ray_start(network, host, ["--address", f"{head.ip}:{GCS_PORT}"], num_cpus, resources)
+    gcs = f"{head.ip}:{GCS_PORT}"
+    _ray_start(network, host, ["--address", gcs], num_cpus, resources, gcs=gcs)
 
 
 def start_mlflow(network: Network, host: Host, log: Path) -> subprocess.Popen:
