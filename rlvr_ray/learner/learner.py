@@ -7,10 +7,20 @@ Normalisation is global: every loss term of a mini-batch is divided by the mini-
 summed over its micro-batches and over the ranks, so the accumulated, DDP-averaged gradient is that of the
 mini-batch loss however it is split. Batch whitening (gae, reinforce_pp) and the early-stopping KL are all-reduced
 too, so every rank takes the same decisions.
+
+Off-policy correction (decoupled PPO): the clip is against the proximal policy (this learner's logprobs before
+the update) and each token of a stale sample (``TrainBatch.staleness > 0``) is weighted by
+min(pi_prox / pi_behaviour, ``is_cap``), the behaviour logprobs being the engine's. On-policy the weight is
+exactly 1 (it is not computed), so the synchronous loss is unchanged.
+
+Lean step: forward and backward passes run over length-sorted buckets, each trimmed to its longest row, so the
+cost follows the real token count instead of rows x the batch's longest sequence; the proximal pass skips the
+entropy, and the entropy of the training pass carries a graph only when ``entropy_coef > 0``.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -143,6 +153,12 @@ class Learner:
         torch.distributed.all_reduce(x)
         return x
 
+    def _no_sync(self) -> contextlib.AbstractContextManager[None]:
+        """DDP's ``no_sync`` (accumulate locally, no all-reduce); a no-op for a bare module."""
+        if isinstance(self.module, nn.parallel.DistributedDataParallel):
+            return self.module.no_sync()
+        return contextlib.nullcontext()
+
     def _grad_scale(self) -> float:
         """DDP averages gradients over ranks; the loss is scaled back so the result is the global-batch gradient."""
         ddp = isinstance(self.module, nn.parallel.DistributedDataParallel)
@@ -197,9 +213,8 @@ class Learner:
         keep = torch.ones_like(scores)
         if self.preset.dynamic_sampling:
             keep = varied_groups(scores, batch.group_ids).to(scores.dtype)
-            stats["dynamic_sampling/kept_frac"] = float(
-                self.global_sum(keep.sum()) / self.global_sum(torch.tensor(float(len(keep))))
-            )
+            kept, total = self.global_sum(torch.stack([keep.sum(), torch.tensor(float(len(keep)))])).tolist()
+            stats["dynamic_sampling/kept_frac"] = kept / total
         return scores, keep, stats
 
     def advantages(
@@ -324,7 +339,7 @@ class Learner:
         parts = self.buckets(batch, index, micro)
         stats_sum: dict[str, float] = defaultdict(float)
         kl = torch.zeros(2, dtype=torch.float64)
-        for part in parts:
+        for i, part in enumerate(parts):
             sub_batch = trimmed(batch.select(part))
             length = sub_batch.mask.shape[1]
             sub = StepTensors(
@@ -335,8 +350,10 @@ class Learner:
                 t.keep[part],
                 None if t.is_weight is None else t.is_weight[part, :length],
             )
-            loss, stats = self.micro_step_loss(sub_batch, sub, denominator)
-            loss.backward()
+            # Under DDP, gradients are all-reduced once, with the last part's backward (the sum is the same).
+            with self._no_sync() if i < len(parts) - 1 else contextlib.nullcontext():
+                loss, stats = self.micro_step_loss(sub_batch, sub, denominator)
+                loss.backward()
             tokens = float(sub.mask.sum())
             kl += torch.tensor([stats["ppo/approx_kl"] * tokens, tokens], dtype=torch.float64)
             for k, v in stats.items():

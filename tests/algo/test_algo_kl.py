@@ -63,3 +63,40 @@ def test_unknown_estimator_raises_with_valid_names() -> None:
         get_kl_estimator("low_var_kl")
     with pytest.raises(ValueError, match="unknown kl estimator"):
         kl_penalty(LOGP, REF, "k4")
+
+
+def test_k3_value_is_clamped_to_ten_by_hand() -> None:
+    # ref - logp = 30 -> log-ratio clamp 20 -> e^20 - 21 ~ 4.85e8 -> value clamp 10; = -30 -> e^-20 + 19 -> 10;
+    # ref - logp = 2 -> e^2 - 3 = 4.389056 stays as it is.
+    logp = torch.tensor([[-30.0, 30.0, -2.0]])
+    torch.testing.assert_close(kl_penalty(logp, torch.zeros_like(logp), "k3"), torch.tensor([[10.0, 10.0, 4.389056]]))
+
+
+def expected_gradient(estimator: str, logits: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """E_{x ~ pi}[grad of k(x)] over all tokens exactly (sampling distribution held fixed, as in a loss)."""
+    theta = logits.clone().requires_grad_(True)
+    logp = torch.log_softmax(theta, dim=-1)
+    weights = logp.exp().detach()
+    (weights * kl_penalty(logp, ref.log_softmax(-1), estimator)).sum().backward()
+    assert theta.grad is not None
+    return theta.grad
+
+
+def kl_gradient(logits: torch.Tensor, ref: torch.Tensor, forward: bool) -> torch.Tensor:
+    """grad of KL(ref || pi) (forward=True) or KL(pi || ref) w.r.t. the policy logits."""
+    theta = logits.clone().requires_grad_(True)
+    logp, ref_logp = torch.log_softmax(theta, dim=-1), ref.log_softmax(-1)
+    kl = (ref_logp.exp() * (ref_logp - logp)).sum() if forward else (logp.exp() * (logp - ref_logp)).sum()
+    kl.backward()
+    assert theta.grad is not None
+    return theta.grad
+
+
+def test_in_the_loss_k1_optimises_nothing_k2_reverse_kl_k3_forward_kl() -> None:
+    logits = torch.tensor([[1.0, -0.5, 0.3, 2.0]], dtype=torch.float64)
+    ref = torch.tensor([[0.2, 0.1, -1.0, 0.5]], dtype=torch.float64)
+    torch.testing.assert_close(expected_gradient("k1", logits, ref), torch.zeros_like(logits))
+    torch.testing.assert_close(expected_gradient("k2", logits, ref), kl_gradient(logits, ref, forward=False))
+    torch.testing.assert_close(expected_gradient("k3", logits, ref), kl_gradient(logits, ref, forward=True))
+    # ... and the two directions really differ here, so the assertions above tell them apart.
+    assert (kl_gradient(logits, ref, True) - kl_gradient(logits, ref, False)).abs().max() > 1e-2

@@ -178,3 +178,42 @@ def test_entropy_matches_categorical_on_random_logits() -> None:
     logits = torch.randn(3, 5, 11, generator=torch.Generator().manual_seed(0)) * 3
     expected = torch.distributions.Categorical(logits=logits).entropy()
     torch.testing.assert_close(entropy_from_logits(logits), expected)
+
+
+def test_truncated_is_weight_by_hand() -> None:
+    from rlvr_ray.algo.losses import truncated_is_weight
+
+    prox = torch.tensor([[-1.0, -2.0], [-0.5, -0.5]])
+    behaviour = torch.tensor([[-1.5, -0.5], [-0.5 + 1e-7, -3.0]])
+    w = truncated_is_weight(prox, behaviour, torch.tensor([True, False]), cap=2.0)
+    torch.testing.assert_close(w[0], torch.tensor([math.exp(0.5), math.exp(-1.5)]))
+    assert w[1].tolist() == [1.0, 1.0]  # on-policy: exactly 1, whatever the logprobs say
+    capped = truncated_is_weight(torch.tensor([[0.0]]), torch.tensor([[-3.0]]), torch.tensor([True]), cap=2.0)
+    assert capped.item() == 2.0
+
+
+def test_is_weight_of_ones_leaves_the_loss_bit_identical_and_weights_scale_tokens() -> None:
+    gen = torch.Generator().manual_seed(3)
+    old = torch.randn(3, 5, generator=gen)
+    logp = old + 0.3 * torch.randn(3, 5, generator=gen)
+    adv = torch.randn(3, 5, generator=gen)
+    mask = (torch.rand(3, 5, generator=gen) > 0.3).float()
+    for mode in LOSS_AGG_MODES:
+        plain, _ = ppo_clip_loss(logp, old, adv, mask, 0.2, 0.28, mode)
+        ones, _ = ppo_clip_loss(logp, old, adv, mask, 0.2, 0.28, mode, is_weight=torch.ones(3, 5))
+        assert torch.equal(plain, ones), mode
+    # token_mean with weights w: sum(w * l) / count.
+    w = torch.rand(3, 5, generator=gen) * 2
+    ratio = torch.exp(logp - old)
+    per_token = torch.maximum(-adv * ratio, -adv * ratio.clamp(0.8, 1.28))
+    weighted, _ = ppo_clip_loss(logp, old, adv, mask, 0.2, 0.28, "token_mean", is_weight=w)
+    torch.testing.assert_close(weighted, (w * per_token * mask).sum() / mask.sum())
+
+
+def test_aggregate_with_a_global_denominator_adds_up_over_parts() -> None:
+    # Two parts of one batch, each divided by the whole batch's count, sum to the whole batch's aggregate.
+    for mode in LOSS_AGG_MODES:
+        whole = aggregate(LOSS, MASK, mode, norm_length=10)
+        denominator = MASK.sum() if mode == "token_mean" else torch.tensor(float(len(MASK)))
+        parts = [aggregate(LOSS[s], MASK[s], mode, 10, denominator) for s in (slice(0, 1), slice(1, None))]
+        torch.testing.assert_close(parts[0] + parts[1], whole)
