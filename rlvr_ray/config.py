@@ -164,7 +164,8 @@ class TrainingConfig(_Section):
     kl_coef: float = Field(0.0, ge=0)
     """Coefficient of the KL to the frozen reference policy; 0 disables it (and the reference model)."""
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
-    """Estimator of KL(policy || reference) per token."""
+    """Estimator of KL(policy || reference) per token. In the loss its gradient is what acts: k2 pulls along
+    KL(policy || reference), k3 along KL(reference || policy), k1 not at all (rejected there; see rlvr_ray.algo.kl)."""
     kl_in_reward: bool | None = None
     """Subtract the per-token KL penalty from the reward (PPO / REINFORCE++ style) instead of adding it to the
     loss. None takes the algorithm's own choice: in the reward for reinforce_pp, in the loss for the others.
