@@ -122,8 +122,9 @@ def format_table(rows: Sequence[EvalRow], title: str = "") -> str:
     lines.append(f"{'k':>3} {'n':>5} {'held-out':>9} {'space':>9} {'accuracy':>9} {'boxed':>7} {'chain':>7}")
     for r in rows:
         held = "-" if r.held_out is None else str(r.held_out)
+        space = str(r.space) if r.space < 10**9 else f"{r.space:.2e}"
         rates = f"{r.accuracy:>9.3f} {r.boxed:>7.3f} {r.chain_exact:>7.3f}"
-        lines.append(f"{r.complexity:>3} {r.n:>5} {held:>9} {r.space:>9} {rates}")
+        lines.append(f"{r.complexity:>3} {r.n:>5} {held:>9} {space:>9} {rates}")
     return "\n".join(lines + small_split_notes(rows))
 
 
