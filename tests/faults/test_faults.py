@@ -13,6 +13,7 @@ steps to go) and the victim's pid is found through the state API before the kill
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -68,6 +69,10 @@ def test_driver_killed_then_resubmitted_resumes_from_checkpoint(cluster: Cluster
     name = "kill-driver"
     _, first = run_and_inject(cluster, name, CHECKPOINT_EVERY, partial(find_driver, cluster, name), FAULT_RUN)
     assert first == "FAILED", f"job with a killed driver ended {first}"
+    # The resubmitted driver must resume from the storage URI alone: drop what the first one left on the head.
+    private = cluster.head.root / "runs" / name
+    assert private.is_dir()
+    shutil.rmtree(private)
 
     again = f"{name}-again"
     submit(cluster, again, main_entrypoint(cluster, name, *FAULT_RUN))  # the same job, resubmitted
