@@ -543,10 +543,11 @@ def format_value(value: Any) -> str:
 
 
 def format_table(rows: list[TrialRow], metric: str, keys: list[str]) -> str:
-    """Fixed-width table: trial, one column per swept key, the metric, evaluations, status, error."""
+    """Fixed-width table: trial, one column per swept key ("-" where a case leaves it at the base config's value),
+    the metric, evaluations, status, error."""
     header = ["trial", *keys, metric, "evals", "status", "error"]
     body = [
-        [r.trial_id, *(format_value(r.params.get(k, "")) for k in keys),
+        [r.trial_id, *(format_value(r.params.get(k, "-")) for k in keys),  # "-": the base config's value
          "-" if r.metric is None or math.isnan(r.metric) else f"{r.metric:.4f}", str(r.evals), r.status,
          r.error.splitlines()[0] if r.error else ""]
         for r in rows

@@ -141,11 +141,11 @@ def first_trial_finished(sweep_dir: Path) -> bool:
 def test_interrupted_sweep_resumes_keeping_finished_trials_and_reports_a_crashed_one(
     tmp_path: Path, warm_start: Path, clean_env: None
 ) -> None:
-    # three trials one at a time; the second crashes (its init_dir does not exist) and the sweep goes on
+    # three trials (cases) one at a time; the second crashes (its init_dir does not exist) and the sweep goes on
+    cases = [{"training.seed": 1}, {"model.init_dir": str(tmp_path / "no_such_policy")}, {"training.seed": 2}]
     sweep = write_sweep(
         tmp_path / "resumable.yaml", name="resumable", max_concurrent_trials=1, scheduler={"type": "fifo"},
-        trial_resources=RESOURCES, overrides={**TINY, "training.ppo_steps": 2},
-        space={"model.init_dir": {"grid": [None, str(tmp_path / "no_such_policy"), None]}},
+        trial_resources=RESOURCES, overrides={**TINY, "training.ppo_steps": 2}, cases=cases,
     )
     sweep_dir = tmp_path / "sweep"
     args = [sys.executable, "-m", "rlvr_ray.tune", "--config-name", "train_rlvr_test", "--sweep", str(sweep),
@@ -176,7 +176,9 @@ def test_interrupted_sweep_resumes_keeping_finished_trials_and_reports_a_crashed
     rows = {line.split()[0]: line for line in (sweep_dir / "summary.txt").read_text().splitlines()[1:]}
     assert sorted(rows) == sorted(p.name for p in (sweep_dir / "trials").iterdir() if not p.name.startswith("_"))
     assert len(rows) == 3
-    statuses = [line.split()[4] for line in rows.values()]  # trial, init_dir, metric, evals, status
+    columns = [line.split()[1:3] for line in sorted(rows.values())]  # the cases, in trial order
+    assert columns == [["1", "-"], ["-", str(tmp_path / "no_such_policy")], ["2", "-"]]
+    statuses = [line.split()[5] for line in rows.values()]  # trial, seed, init_dir, metric, evals, status
     assert statuses.count("finished") == 2 and statuses.count("failed") == 1
     failed = next(line for line in rows.values() if " failed " in line)
     assert "ConfigError: model.init_dir:" in failed and "not a saved policy directory" in failed
