@@ -96,12 +96,13 @@ def test_early_stopping_is_the_same_decision_on_every_rank(tmp_path: Path) -> No
 def test_two_ddp_ranks_give_the_single_process_gradient(tmp_path: Path, algorithm: str, rewards: list[float]) -> None:
     # token_mean over the global batch and REINFORCE++'s global whitening: a per-rank mean or whitening differs
     # whenever the ranks' shards differ in token counts or reward statistics. dapo: rank 1's group is dropped.
+    # Two micro-batches per rank: gradients accumulate locally and are all-reduced once.
     batch = setup_workdir(tmp_path, rewards, cut=True)
     counts = [float(batch.mask[:4].sum()), float(batch.mask[4:].sum())]
     assert counts[0] != counts[1]
     settings = {
         "algorithm": algorithm, "batch_size": 8, "group_size": 4, "mini_batch_size": 8, "learning_rate": 1e-2,
-        "max_grad_norm": 1e6,
+        "max_grad_norm": 1e6, "gradient_accumulation_steps": 2,
     }  # fmt: skip
     single = make_rank_learner(tmp_path / "policy", settings, ddp=False)
     single.update(batch, 1)
