@@ -34,6 +34,10 @@ def varied_groups(scores: Tensor, group_ids: Tensor) -> Tensor:
     """
     _, inverse = torch.unique(group_ids, return_inverse=True)
     n = int(inverse.max()) + 1 if inverse.numel() else 0
-    lowest = torch.full((n,), float("inf"), dtype=scores.dtype).scatter_reduce(0, inverse, scores, "amin")
-    highest = torch.full((n,), float("-inf"), dtype=scores.dtype).scatter_reduce(0, inverse, scores, "amax")
+    lowest = torch.full((n,), float("inf"), dtype=scores.dtype, device=scores.device).scatter_reduce(
+        0, inverse, scores, "amin"
+    )
+    highest = torch.full((n,), float("-inf"), dtype=scores.dtype, device=scores.device).scatter_reduce(
+        0, inverse, scores, "amax"
+    )
     return (highest > lowest)[inverse]

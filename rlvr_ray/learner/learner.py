@@ -149,9 +149,12 @@ class Learner:
         """``x`` summed over every learner rank (every rank must call this at the same point)."""
         if self._world() == 1:
             return x
+        device = x.device
+        if torch.distributed.get_backend() == "nccl" and device.type != "cuda":  # NCCL reduces CUDA tensors only
+            x = x.to(next(self.policy.parameters()).device)
         x = x.detach().clone()
         torch.distributed.all_reduce(x)
-        return x
+        return x.to(device)
 
     def _no_sync(self) -> contextlib.AbstractContextManager[None]:
         """DDP's ``no_sync`` (accumulate locally, no all-reduce); a no-op for a bare module."""
@@ -213,7 +216,9 @@ class Learner:
         keep = torch.ones_like(scores)
         if self.preset.dynamic_sampling:
             keep = varied_groups(scores, batch.group_ids).to(scores.dtype)
-            kept, total = self.global_sum(torch.stack([keep.sum(), torch.tensor(float(len(keep)))])).tolist()
+            kept, total = self.global_sum(
+                torch.stack([keep.sum(), torch.tensor(float(len(keep)), device=keep.device)])
+            ).tolist()
             stats["dynamic_sampling/kept_frac"] = kept / total
         return scores, keep, stats
 
