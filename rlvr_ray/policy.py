@@ -139,7 +139,12 @@ def write_packed(packed: Mapping[str, bytes], out_dir: str | Path) -> Path:
     return out
 
 
-def materialize_policy(source: str | Path | Mapping[str, bytes] | Any) -> str:
+PolicySource = str | Path | Mapping[str, bytes] | Any
+"""Where a process gets a policy from: a local directory, a packed policy (``pack_policy_dir``) or an ObjectRef to
+one (Any: Ray's ObjectRef is untyped)."""
+
+
+def materialize_policy(source: PolicySource) -> str:
     """A local policy directory for ``source``: a path is returned as is; a packed dict (or an object ref to one) is
     written once per process into a temporary directory, keyed by its content, and that path is returned."""
     if isinstance(source, (str, Path)):

@@ -23,6 +23,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from rlvr_ray.config import RolloutConfig, SyncConfig
+from rlvr_ray.policy import PolicySource
 from rlvr_ray.rollout.engine import derive_seed, make_engine
 from rlvr_ray.sync.object_store import WeightSyncError, WeightSyncTimeout, put_weights, send_weights
 from rlvr_ray.types import Completion, PromptBatch, RolloutBatch, SamplingSpec
@@ -45,7 +46,7 @@ class RolloutError(RuntimeError):
 class RolloutWorker:
     """One rollout engine in its own process, with the version of the weights it holds (0: the policy directory)."""
 
-    def __init__(self, cfg: RolloutConfig, model_dir: str, seed: int) -> None:
+    def __init__(self, cfg: RolloutConfig, model_dir: PolicySource, seed: int) -> None:
         import torch
 
         torch.set_num_threads(cfg.torch_threads)
@@ -109,7 +110,9 @@ class RolloutGroup:
 
     Arguments:
         cfg: the rollout section (engine, actor count and resources, timeouts).
-        model_dir: policy directory (``policy.save_policy``) every actor starts from; its weights are version 0.
+        model_dir: the policy every actor starts from (its weights are version 0): a directory written by
+            ``policy.save_policy`` on every host, or a packed policy (``policy.pack_policy_dir``, or an ObjectRef
+            to one), which each actor writes to its own disk; no shared filesystem needed.
         seed: base seed of the engines (each actor derives its own).
         actor_class: the Ray actor class to start (default :data:`RolloutActor`; tests pass subclasses).
 
@@ -130,7 +133,9 @@ class RolloutGroup:
         [0, 0]
     """
 
-    def __init__(self, cfg: RolloutConfig, model_dir: str, seed: int, *, actor_class: Any = None) -> None:
+    def __init__(
+        self, cfg: RolloutConfig, model_dir: PolicySource, seed: int, *, actor_class: Any = None
+    ) -> None:
         self.cfg = cfg
         self.model_dir = model_dir
         self.seed = seed
