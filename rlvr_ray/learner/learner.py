@@ -245,7 +245,10 @@ class Learner:
     def prepare(self, batch: TrainBatch) -> tuple[StepTensors, dict[str, float]]:
         """Everything the optimizer steps read, computed once before the update, and its stats."""
         old = self.old_outputs(batch)
-        stats = logprob_mismatch(old.logp, batch.engine_logp, batch.mask)
+        # Engine vs learner numerics, over on-policy samples only: for a stale sample the difference is the policy's
+        # own change since it was generated, not a mismatch (omitted when no sample is on-policy).
+        on_policy = batch.mask * (batch.staleness == 0).to(batch.mask.dtype)[:, None]
+        stats = logprob_mismatch(old.logp, batch.engine_logp, on_policy) if bool(on_policy.any()) else {}
         scores, keep, shaping = self.shaped_scores(batch)
         stats.update(shaping)
         adv, returns = self.advantages(batch, old, scores)

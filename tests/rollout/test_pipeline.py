@@ -132,6 +132,9 @@ def test_max_staleness_1_trains_on_one_version_old_samples_and_differs(policy: s
     weights, metrics, _ = controller_weights(policy, 1)
     assert [m["async/staleness_max"] for m in metrics] == [0.0] + [1.0] * (STEPS - 1)
     assert [m["sync/engine_version"] for m in metrics] == [float(s + 1) for s in range(STEPS)]
+    # engine-vs-learner numerics are judged on on-policy samples only: step 0's, none afterwards
+    assert metrics[0]["mismatch/logprob_max_abs_diff"] < 1e-4
+    assert not any("mismatch/logprob_max_abs_diff" in m for m in metrics[1:])
     reference = synchronous_weights(policy)
     assert any(not torch.equal(weights[name], tensor) for name, tensor in reference.items())
 
