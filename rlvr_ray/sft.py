@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlvr_ray.config import ConfigError, ModelConfig, RunConfig, SFTConfig, TaskConfig, load_config
+from rlvr_ray.task.split import SPLIT_ID
 
 if TYPE_CHECKING:
     import torch
@@ -163,6 +164,7 @@ def warm_start_key(cfg: RunConfig) -> tuple[str, dict[str, Any]]:
         "generative_process": cfg.generative_process.model_dump(mode="json"),
         "model": cfg.model.model_dump(mode="json", exclude={"init_dir"}),
         "sft": cfg.sft.model_dump(mode="json", exclude={"log_every"}),
+        "split": SPLIT_ID,  # which prompts SFT may train on (the eval side of the split is never seen)
     }
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12], keyed
 

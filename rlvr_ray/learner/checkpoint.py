@@ -29,6 +29,7 @@ import torch
 from rlvr_ray.config import RunConfig
 from rlvr_ray.learner.learner import Learner
 from rlvr_ray.policy import save_policy
+from rlvr_ray.task.split import SPLIT_ID
 from rlvr_ray.task.vocab import Vocab
 from rlvr_ray.tracking import flatten_params
 
@@ -95,6 +96,7 @@ def run_fingerprint(cfg: RunConfig) -> dict[str, Any]:
         for k, v in flat.items()
         if (k.startswith(IDENTITY_SECTIONS) or k in IDENTITY_FIELDS) and k not in FREE_FIELDS
     }
+    keep["split"] = SPLIT_ID  # the train/eval split decides the prompt stream
     return json.loads(json.dumps(keep))  # JSON-normal (tuples -> lists), as read back from a checkpoint
 
 
