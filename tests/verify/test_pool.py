@@ -21,7 +21,8 @@ import torch
 from ray import cloudpickle
 
 from rlvr_ray.config import VerifierConfig
-from rlvr_ray.types import RolloutBatch, Scores
+from rlvr_ray.rollout.actor import PendingRollout, _Share
+from rlvr_ray.types import Completion, PromptBatch, RolloutBatch, SamplingSpec, Scores
 from rlvr_ray.verify.pool import VerifierError, VerifierPool, length_scorer
 
 torch.set_num_threads(1)
@@ -157,6 +158,7 @@ def test_scores_equal_the_direct_call_in_order_and_the_pool_is_reusable(tmp_path
                 "verify/retries": 0.0,
                 "verify/errors": 0.0,
                 "verify/respawns": 0.0,
+                "verify/streamed": 0.0,
             }
         empty = pool.score(make_rollouts(0))
         assert empty.scores.reward.shape == (0,) and empty.scores.reward.dtype == np.float32
@@ -267,3 +269,50 @@ def test_an_actor_whose_constructor_fails_reports_the_cause() -> None:
     pool = VerifierPool(UnloadableScorer(), config(num_actors=1))
     with pool, pytest.raises(VerifierError, match=r"failed to start.*scorer cannot be loaded in this process"):
         pool.score(make_rollouts())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Streaming: shares scored as they are generated
+
+
+@ray.remote
+def _generate_share(rollouts: RolloutBatch, start: int, stop: int, delay_s: float, fail: bool) -> tuple:
+    """Stands in for a rollout actor's ``generate`` of prompts start:stop (one completion per prompt)."""
+    time.sleep(delay_s)
+    if fail:
+        raise RuntimeError("rollout actor died")
+    completions = [
+        Completion(i - start, rollouts.completion_ids[i], rollouts.logprobs[i]) for i in range(start, stop)
+    ]
+    return completions, 0, delay_s
+
+
+def pending_generation(rollouts: RolloutBatch, delay_s: float = 0.0, fail_second: bool = False) -> PendingRollout:
+    prompts = PromptBatch(rollouts.prompt_ids, rollouts.answers, rollouts.complexities)
+    shares = [_Share(0, 0, 6), _Share(1, 6, len(rollouts))]
+    fails = [False, fail_second]
+    refs = {_generate_share.remote(rollouts, s.start, s.stop, delay_s, fails[s.actor_index]): s for s in shares}
+    return PendingRollout(prompts, SamplingSpec(n=1), shares, refs, time.perf_counter())
+
+
+def test_streamed_scores_are_queued_before_generation_ends_and_equal_the_direct_call(tmp_path: Path) -> None:
+    scorer = InspectableScorer(str(tmp_path))
+    rollouts = make_rollouts()
+    with VerifierPool(scorer, config()) as pool:
+        pending = pending_generation(rollouts, delay_s=2.0)
+        started = time.monotonic()
+        prescored = pool.prescore(pending)
+        assert time.monotonic() - started < 1.0  # queued, not waited for
+        scored = pool.score(rollouts, prescored)
+        assert scored.verifier_stats["verify/streamed"] == 1.0
+        assert_scores_equal(scored.scores, direct_scores(scorer, rollouts))
+
+
+def test_a_failed_share_falls_back_to_scoring_the_collected_batch(tmp_path: Path) -> None:
+    scorer = InspectableScorer(str(tmp_path))
+    rollouts = make_rollouts()  # what the group collected after re-running the failed share elsewhere
+    with VerifierPool(scorer, config()) as pool:
+        scored = pool.score(rollouts, pool.prescore(pending_generation(rollouts, fail_second=True)))
+        assert scored.verifier_stats["verify/streamed"] == 0.0
+        assert_scores_equal(scored.scores, direct_scores(scorer, rollouts))
+
