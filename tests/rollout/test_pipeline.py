@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import numpy as np
 import pytest
 import torch
 from rollout_testkit import TINY, VOCAB, make_policy
@@ -22,6 +21,7 @@ from rlvr_ray.learner.learner import Learner
 from rlvr_ray.learner.model import PolicyWithValue
 from rlvr_ray.learner.worker import LearnerRank
 from rlvr_ray.policy import load_policy
+from rlvr_ray.rollout.actor import _assemble, _Share
 from rlvr_ray.rollout.pipeline import RolloutBuffer, StalenessError, within_bound
 from rlvr_ray.rollout.torch_engine import TorchEngine
 from rlvr_ray.types import PromptBatch, RolloutBatch, SamplingSpec, ScoredBatch
@@ -38,16 +38,9 @@ class InProcessGroup:
 
     def submit(self, prompts: PromptBatch, spec: SamplingSpec) -> RolloutBatch:
         self.generated += 1
-        completions = self.engine.generate(prompts.prompt_ids, spec)
-        group_ids = np.array([c.prompt_index for c in completions], dtype=np.int64)
-        return RolloutBatch(
-            prompt_ids=[prompts.prompt_ids[g] for g in group_ids],
-            completion_ids=[c.token_ids for c in completions],
-            logprobs=[c.logprobs for c in completions],
-            group_ids=group_ids,
-            answers=np.asarray(prompts.answers)[group_ids],
-            complexities=np.asarray(prompts.complexities)[group_ids],
-            policy_version=np.full(len(completions), self.version, dtype=np.int64),
+        share = _Share(0, 0, len(prompts))
+        return _assemble(
+            prompts, [share], {share: (self.engine.generate(prompts.prompt_ids, spec), self.version, 0.0)}, spec.n
         )
 
     def collect(self, pending: RolloutBatch) -> RolloutBatch:
