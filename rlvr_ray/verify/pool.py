@@ -288,6 +288,7 @@ class VerifierPool:
         ray.kill(self._actors[slot], no_restart=True)
         self._spawn(slot)
         counters.respawns += 1
+        print(f"[verifier] actor {slot} died, hung or failed; respawned it", file=sys.stderr)
 
     def _ready_slots(self) -> list[int]:
         starting = {slot for slot, _ in self._starting.values()}

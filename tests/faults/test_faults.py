@@ -46,14 +46,18 @@ def test_rollout_actor_killed_is_replaced(cluster: Cluster, tmp_path: Path) -> N
     victim, status = run_and_inject(cluster, name, 1, partial(find_actor, cluster, "Rollout"), FAULT_RUN)
     _succeeded(cluster, name, status)
     check_outcome(cluster, name, tmp_path, ["recovery/rollout_respawns"], FAULT_RUN)
-    assert "respawned" in job_logs(cluster, name), f"no log line for the respawn after killing {victim}"
+    assert "[rollout] actor 0 died or hung; respawned it" in job_logs(cluster, name), f"no log line after {victim}"
 
 
 def test_verifier_actor_killed_is_replaced(cluster: Cluster, tmp_path: Path) -> None:
     name = "kill-verifier"
-    _, status = run_and_inject(cluster, name, 1, partial(find_actor, cluster, "Verifier"), FAULT_RUN)
+    # One verifier, so the one killed is the one that scores next: with one rollout actor the streamed scoring sends
+    # every share to the pool's first verifier, and a dead second one would go unnoticed (nothing to recover).
+    run = (*FAULT_RUN, "verifier.num_actors=1")
+    _, status = run_and_inject(cluster, name, 1, partial(find_actor, cluster, "Verifier"), run)
     _succeeded(cluster, name, status)
-    check_outcome(cluster, name, tmp_path, ["recovery/verifier_respawns", "verify/respawns"], FAULT_RUN)
+    check_outcome(cluster, name, tmp_path, ["recovery/verifier_respawns", "verify/respawns"], run)
+    assert "[verifier] actor 0 died, hung or failed; respawned it" in job_logs(cluster, name)
 
 
 def test_learner_worker_killed_restarts_from_checkpoint(cluster: Cluster, tmp_path: Path) -> None:
