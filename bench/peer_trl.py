@@ -510,12 +510,16 @@ def project_command(
     tracking_uri: str,
     budget_s: float,
     eval_every: int,
+    checkpoint_every: int,
 ) -> list[str]:
-    """``python -m rlvr_ray.main`` for a fresh run from ``warm`` that stops on the time budget, not a step count."""
+    """``python -m rlvr_ray.main`` for a fresh run from ``warm`` that stops on the time budget, not a step count.
+
+    Checkpoints at most as often as evaluations: neither counts as train time, but each costs wall time."""
     return [
         sys.executable, "-m", "rlvr_ray.main", "--config-name", config_name, *overrides,
         f"model.init_dir={warm}", f"output_dir={out}", "resume=false", f"tracking.tracking_uri={tracking_uri}",
         f"training.time_budget_s={budget_s}", f"training.eval_every={eval_every}",
+        f"training.checkpoint_every={max(checkpoint_every, eval_every)}",
         "training.ppo_steps=1000000", "training.samples_per_epoch=1000000000",
     ]  # fmt: skip
 
@@ -612,7 +616,9 @@ def run_project(
     out = work / "project"
     shutil.rmtree(out, ignore_errors=True)  # a fresh run every time (a previous benchmark's run is not resumed)
     uri = f"sqlite:///{(work / 'project_mlflow.db').resolve()}"
-    cmd = project_command(config_name, overrides, warm.resolve(), out.resolve(), uri, budget_s, eval_every)
+    cmd = project_command(
+        config_name, overrides, warm.resolve(), out.resolve(), uri, budget_s, eval_every, cfg.training.checkpoint_every
+    )
     print("[peer] " + " ".join(cmd))
     started = time.perf_counter()
     rc = run_subprocess(cmd, work / "project.log", timeout_s)
@@ -723,7 +729,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.smoke:
         args.config_name, args.budget_s, args.eval_every_s = "train_rlvr_test", 60.0, 20.0
-        args.project_eval_every = args.project_eval_every or 3
+        args.project_step_s = 0.1  # the test config's tiny policy (measured 0.09 train s per step)
         args.project_timeout_s = args.project_timeout_s or 420.0
         args.out = args.out if args.out != Path("outputs/peer_trl") else Path("outputs/peer_trl_smoke")
     elif args.warm_start is None:

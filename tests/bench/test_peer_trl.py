@@ -159,11 +159,13 @@ def test_project_curve_without_a_time_metric_is_an_error() -> None:
 
 
 def test_project_command_stops_on_time_not_steps() -> None:
-    cmd = peer.project_command("cfg", ["training.learning_rate=1e-4"], Path("/w"), Path("/o"), "sqlite:///x", 60, 5)
+    cmd = peer.project_command("cfg", ["training.learning_rate=1e-4"], Path("/w"), Path("/o"), "sqlite:///x", 60, 5, 3)
     assert cmd[1:5] == ["-m", "rlvr_ray.main", "--config-name", "cfg"]
     for part in ("training.learning_rate=1e-4", "model.init_dir=/w", "output_dir=/o", "training.time_budget_s=60",
-                 "training.eval_every=5", "resume=false", "tracking.tracking_uri=sqlite:///x"):  # fmt: skip
+                 "training.eval_every=5", "resume=false", "tracking.tracking_uri=sqlite:///x",
+                 "training.checkpoint_every=5"):  # fmt: skip
         assert part in cmd
+    assert "training.checkpoint_every=50" in peer.project_command("c", [], Path("/w"), Path("/o"), "u", 60, 5, 50)
     assert load_config("train_rlvr_test", cmd[5:]).training.total_steps >= 1_000_000
 
 
