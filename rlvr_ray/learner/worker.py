@@ -29,9 +29,7 @@ class LearnerRank:
     def __init__(self, learner: Learner, rank: int, world: int, pad_id: int, device: torch.device) -> None:
         self.learner, self.rank, self.world, self.pad_id, self.device = learner, rank, world, pad_id, device
 
-    def update(
-        self, scored: ScoredBatch | None, version: int = 0, last: bool = False
-    ) -> tuple[dict[str, float], bool]:
+    def update(self, scored: ScoredBatch | None, version: int = 0, last: bool = False) -> tuple[dict[str, float], bool]:
         """Rank 0 passes the scored batch, the learner's weight version (staleness is measured from it) and whether
         this is the run's last step, other ranks None; every rank trains on its share of whole groups and returns
         its stats and rank 0's ``last`` flag."""
