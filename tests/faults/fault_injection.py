@@ -38,10 +38,15 @@ class Victim:
     what: str
 
 
-def alive_actors(cluster: Cluster, class_part: str) -> list[Victim]:
-    """ALIVE actors whose class name contains ``class_part``, with their pid and host address."""
+def alive_actors(cluster: Cluster, class_part: str, submission_id: str) -> list[Victim]:
+    """ALIVE actors of that job whose class name contains ``class_part``, with their pid and host address (actors of
+    an earlier job on the same cluster may still be alive for a moment after it ends)."""
+    from ray.job_submission import JobSubmissionClient
     from ray.util.state import list_actors, list_nodes
 
+    job_id = JobSubmissionClient(cluster.dashboard).get_job_info(submission_id).job_id
+    if job_id is None:
+        return []
     ip_of = {node.node_id: node.node_ip for node in list_nodes(address=cluster.dashboard, limit=1000)}
     actors = list_actors(
         address=cluster.dashboard,
@@ -53,7 +58,7 @@ def alive_actors(cluster: Cluster, class_part: str) -> list[Victim]:
     return [
         Victim(int(a.pid), ip_of.get(a.node_id, "?"), f"{a.class_name} {a.actor_id[:12]}")
         for a in actors
-        if class_part in a.class_name and a.pid
+        if class_part in a.class_name and a.pid and a.job_id == job_id
     ]
 
 
@@ -72,9 +77,9 @@ def _state(pid: int) -> str:
         return "Z"
 
 
-def find_actor(cluster: Cluster, class_part: str) -> Victim | None:
+def find_actor(cluster: Cluster, class_part: str, submission_id: str) -> Victim | None:
     """One live actor of that class (the first the state API lists), or None while there is none."""
-    victims = alive_actors(cluster, class_part)
+    victims = alive_actors(cluster, class_part, submission_id)
     return victims[0] if victims else None
 
 

@@ -43,7 +43,7 @@ def _succeeded(cluster: Cluster, name: str, status: str) -> None:
 
 def test_rollout_actor_killed_is_replaced(cluster: Cluster, tmp_path: Path) -> None:
     name = "kill-rollout"
-    victim, status = run_and_inject(cluster, name, 1, partial(find_actor, cluster, "Rollout"), FAULT_RUN)
+    victim, status = run_and_inject(cluster, name, 1, partial(find_actor, cluster, "Rollout", name), FAULT_RUN)
     _succeeded(cluster, name, status)
     check_outcome(cluster, name, tmp_path, ["recovery/rollout_respawns"], FAULT_RUN)
     assert "[rollout] actor 0 died or hung; respawned it" in job_logs(cluster, name), f"no log line after {victim}"
@@ -54,7 +54,7 @@ def test_verifier_actor_killed_is_replaced(cluster: Cluster, tmp_path: Path) -> 
     # One verifier, so the one killed is the one that scores next: with one rollout actor the streamed scoring sends
     # every share to the pool's first verifier, and a dead second one would go unnoticed (nothing to recover).
     run = (*FAULT_RUN, "verifier.num_actors=1")
-    _, status = run_and_inject(cluster, name, 1, partial(find_actor, cluster, "Verifier"), run)
+    _, status = run_and_inject(cluster, name, 1, partial(find_actor, cluster, "Verifier", name), run)
     _succeeded(cluster, name, status)
     check_outcome(cluster, name, tmp_path, ["recovery/verifier_respawns", "verify/respawns"], run)
     assert "[verifier] actor 0 died, hung or failed; respawned it" in job_logs(cluster, name)
@@ -63,7 +63,7 @@ def test_verifier_actor_killed_is_replaced(cluster: Cluster, tmp_path: Path) -> 
 def test_learner_worker_killed_restarts_from_checkpoint(cluster: Cluster, tmp_path: Path) -> None:
     name = "kill-learner"
     # Once step CHECKPOINT_EVERY is logged, a checkpoint is in the storage URI to restart from.
-    find = partial(find_actor, cluster, "RayTrainWorker")
+    find = partial(find_actor, cluster, "RayTrainWorker", name)
     _, status = run_and_inject(cluster, name, CHECKPOINT_EVERY, find, FAULT_RUN)
     _succeeded(cluster, name, status)
     check_outcome(cluster, name, tmp_path, ["recovery/learner_restarts"], FAULT_RUN)

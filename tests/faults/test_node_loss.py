@@ -31,7 +31,7 @@ FAST_NODE_DEATH = {
 
 def rollout_host(cluster: Cluster) -> Victim | None:
     """The worker host that runs the rollout actor (as a victim: the actor's pid, the host's address)."""
-    rollout = find_actor(cluster, "Rollout")
+    rollout = find_actor(cluster, "Rollout", "lose-host")
     return None if rollout is None else Victim(rollout.pid, rollout.node_ip, "the host of the rollout actor")
 
 
