@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -142,6 +142,9 @@ class RolloutGroup:
         self._actor_class = actor_class if actor_class is not None else RolloutActor
         self._latest: tuple[ray.ObjectRef, int] | None = None
         self.respawns = 0  # actors replaced (dead, or stuck past a deadline) by this copy of the group
+        # Called after a replacement when weights are not pushed through the object store (NCCL): brings the new
+        # engine to the current version before anything else is queued on it.
+        self.on_respawn: Callable[[], object] | None = None
         self.actors: list[ActorHandle] = [self._spawn(index) for index in range(cfg.num_actors)]
         ray.get([actor.ready.remote() for actor in self.actors], timeout=STARTUP_TIMEOUT_S)
 
@@ -255,6 +258,8 @@ class RolloutGroup:
         if load_latest and self._latest is not None:
             # Queued before any generate on this actor, so it runs on the latest weights (actor tasks run in order).
             self.actors[index].update_weights.remote(*self._latest)
+        elif load_latest and self.on_respawn is not None:
+            self.on_respawn()
 
     def _submit(self, prompt_ids: list[list[int]], share: _Share, spec: SamplingSpec) -> ray.ObjectRef:
         share_spec = dataclasses.replace(spec, seed=derive_seed(spec.seed, share.start))

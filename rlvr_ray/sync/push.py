@@ -28,6 +28,7 @@ def make_weight_push(cfg: SyncConfig, group: RolloutGroup) -> WeightPush:
 
         address = ray.util.get_node_ip_address()
         broadcaster = NcclWeightBroadcaster(group.actors, address, _free_port(address), cfg.deadline_s)
+        group.on_respawn = broadcaster.catch_up  # a respawned engine rejoins and gets the current version at once
         return broadcaster.push
     raise ValueError(f"sync.backend {cfg.backend!r} is not one of: object_store, nccl")
 

@@ -161,6 +161,7 @@ class VerifierPool:
         # ready() refs of actors still starting -> (slot, start deadline); they get no chunk until ready.
         self._starting: dict[Any, tuple[int, float]] = {}
         self._closed = False
+        self._next_stream_slot = 0
         for slot in range(cfg.num_actors):
             self._actors.append(None)
             self._spawn(slot)
@@ -242,8 +243,9 @@ class VerifierPool:
         learner) is busy. Pass the returned refs to :meth:`score` with the collected batch."""
         refs = []
         answers = np.asarray(pending.prompts.answers)
-        for index, (share_ref, share) in enumerate(pending.refs.items()):
-            actor = self._actors[index % len(self._actors)]
+        for share_ref, share in pending.refs.items():
+            actor = self._actors[self._next_stream_slot % len(self._actors)]  # round robin across calls
+            self._next_stream_slot += 1
             prompt_ids = pending.prompts.prompt_ids[share.start : share.stop]
             refs.append(actor.score_share.remote(share_ref, prompt_ids, answers[share.start : share.stop].tolist()))
         return refs

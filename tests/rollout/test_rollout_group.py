@@ -130,6 +130,31 @@ def test_sync_replaces_an_actor_found_dead(group: RolloutGroup, other_policy_dir
     assert group.versions() == [version, version]
 
 
+def test_without_object_store_weights_a_respawn_calls_on_respawn_before_the_retry(
+    policy_dir: str, other_policy_dir: str
+) -> None:
+    """The NCCL path: no weights in the object store, so the group asks the broadcaster (``on_respawn``) to bring
+    the new engine up to date; it runs before the share is re-generated, and the respawn is counted."""
+    fresh = RolloutGroup(CFG.model_copy(update={"num_actors": 1}), policy_dir, seed=0)
+    calls: list[int] = []
+
+    def catch_up() -> None:  # stands in for NcclWeightBroadcaster.catch_up: load the current weights, version 7
+        calls.append(1)
+        fresh.actors[0].update_weights.remote(load_policy(other_policy_dir).state_dict(), 7)
+
+    fresh.on_respawn = catch_up
+    try:
+        ray.kill(fresh.actors[0])
+        prompts = prompt_batch(4, seed=36)
+        batch = fresh.generate(prompts, GREEDY)
+        assert calls == [1] and fresh.respawns == 1
+        assert batch.policy_version.tolist() == [7] * 8
+        expected = hf_greedy(other_policy_dir, prompts.prompt_ids, 12)
+        assert batch.completion_ids == [c for c in expected for _ in range(2)]
+    finally:
+        fresh.shutdown()
+
+
 def test_actor_dying_on_every_attempt_fails_loudly(policy_dir: str) -> None:
     one_actor = CFG.model_copy(update={"num_actors": 1})
     dying = RolloutGroup(one_actor, policy_dir, seed=0, actor_class=ray.remote(DyingWorker))
