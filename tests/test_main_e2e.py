@@ -15,10 +15,11 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-# A run in which RL visibly helps within a few steps: a very short warm start that often misses the answer format
-# (`= operand <eoe>`), rewarded on that format for k=1 problems.
+# A run in which RL visibly helps within a few steps: a 6-step warm start whose greedy answers miss the format
+# (`= operand <eoe>`) on every held-out k=1 prompt (measured 0/107; after 9 SFT steps it is already 106/107),
+# rewarded on that format for k=1 problems.
 LEARNS = [
-    "sft.steps=15",
+    "sft.steps=6",
     "training.reward_type=boxed",
     "training.ppo_steps=12",
     "training.eval_every=4",
