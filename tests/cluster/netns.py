@@ -33,15 +33,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _NETWORKS = itertools.count()
+REPO = Path(__file__).resolve().parents[2]
 STORAGE_PATH = "/tmp/storage"
 """Where the modelled object storage appears, at the same path, on every host."""
 
 _MOUNT_SCRIPT = """set -e
 mount --bind "$RLVR_NS_STORAGE" "$RLVR_NS_ROOT/storage"
+if [ -n "$RLVR_NS_KEEP" ]; then
+  keep="$RLVR_NS_ROOT${RLVR_NS_KEEP#/tmp}"
+  mkdir -p "$keep" && mount --bind "$RLVR_NS_KEEP" "$keep" && mount -o remount,bind,ro "$keep"
+fi
 mount --rbind "$RLVR_NS_ROOT" /tmp
 mount -t tmpfs -o size=1g tmpfs /dev/shm
 mount -o remount,bind,ro /
-unset RLVR_NS_STORAGE RLVR_NS_ROOT
+unset RLVR_NS_STORAGE RLVR_NS_ROOT RLVR_NS_KEEP
 exec "$@"
 """
 
@@ -134,6 +139,8 @@ class Network:
             "TMPDIR": "/tmp",
             "RLVR_NS_ROOT": str(host.root),
             "RLVR_NS_STORAGE": str(self.storage),
+            # A checkout (and its venv) under /tmp would vanish behind the private /tmp: keep it, read-only.
+            "RLVR_NS_KEEP": str(REPO) if REPO.is_relative_to("/tmp") else "",
         }
 
     def run(self, host: Host, argv: Sequence[str], env: Mapping[str, str], timeout: float) -> str:
