@@ -4,7 +4,8 @@ Starts a local Ray (or joins the cluster it runs in, e.g. under ``ray job submit
 start, runs RL, and ends with a before/after table of held-out accuracy and the paths of what it wrote.
 
 ``--dry-run`` starts nothing: it prints the placement plan and, for a run aimed at a cluster, checks what would
-break there (:mod:`rlvr_ray.cluster.dry_run`). Exit 0: done; 1: a dry run found problems; 2: bad config or input.
+break there (:mod:`rlvr_ray.cluster.dry_run`). Exit 0: done; 1: a dry run found problems; 2: bad config or input;
+3: the Ray head was lost mid-run (one line names the last checkpoint; the same command resumes from it).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from rlvr_ray.run import run_training
 
     try:
-        result = run_training(cfg)
+        result = run_training(cfg, watch_head=True)
     except ConfigError as err:  # bad values found only at run time (e.g. model.init_dir), nothing lost
         print(f"error: {err}", file=sys.stderr)
         return 2

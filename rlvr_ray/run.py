@@ -243,9 +243,14 @@ def make_scorer(cfg: RunConfig, init_dir: Path) -> Any:
     )
 
 
-def run_training(cfg: RunConfig, parent_run_id: str | None = None, report_to_tune: bool = False) -> RunResult:
+def run_training(
+    cfg: RunConfig, parent_run_id: str | None = None, report_to_tune: bool = False, watch_head: bool = False
+) -> RunResult:
     """Run (or resume) one RL training run end to end. The driver writes under ``cfg.output_dir`` on its own host;
-    checkpoints go to the storage (``storage_uri``); nothing else needs a filesystem shared with the workers."""
+    checkpoints go to the storage (``storage_uri``); nothing else needs a filesystem shared with the workers.
+
+    ``watch_head``: this process is the job's driver; if the Ray head is lost it exits with one line (exit code 3,
+    see :mod:`rlvr_ray.cluster.head_watch`) and the MLflow run marked FAILED."""
     import ray
 
     from rlvr_ray.policy import pack_policy_dir, packed_digest
@@ -258,8 +263,10 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None, report_to_tun
     check_resume(cfg, store)  # before anything is written: a mismatch exits with one line
     (out / "config.yaml").write_text(dump_config(cfg))
     tracker = open_tracker(cfg, out, parent_run_id)
+    watch = None
     try:
         connect_ray(cfg)  # before JAX starts its threads in this process: Ray forks helpers at start-up
+        watch = watch_ray_head(store, storage_label(cfg, store), tracker) if watch_head else None
         init_dir = ensure_warm_start(cfg, tracker, train=sft_as_learner_task(cfg)).resolve()
         packed = pack_policy_dir(init_dir)
         before = baseline_eval(cfg, init_dir, packed_digest(packed), out)
@@ -268,8 +275,31 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None, report_to_tun
     except BaseException:
         tracker.end("FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED")
         raise
+    finally:
+        if watch is not None:
+            watch.stop()  # before Ray shuts down at exit (a local head ends with this process)
     tracker.end("FINISHED")
     return result
+
+
+def storage_label(cfg: RunConfig, store: CheckpointStore) -> str:
+    """Where this run's checkpoints are, as the user wrote it (``s3://bucket/runs/NAME``, a local path)."""
+    return f"{cfg.storage_uri.rstrip('/')}/{Path(cfg.output_dir).name}" if cfg.storage_uri else store.root
+
+
+def watch_ray_head(store: CheckpointStore, where: str, tracker: Tracker) -> Any:
+    """A started :class:`HeadWatch` on this driver's Ray head, naming the last checkpoint when the head is lost."""
+    from rlvr_ray.cluster.head_watch import HeadWatch, head_lost_line
+
+    def describe(silent_s: float) -> str:
+        try:
+            step = int((store.pointer() or {}).get("step", 0)) if store.latest() else None
+        except Exception as err:  # storage unreachable too: say so, the line still comes out
+            return head_lost_line(watch.gcs_address, silent_s, None, f"{where} (unreadable: {err})")
+        return head_lost_line(watch.gcs_address, silent_s, step, where)
+
+    watch: Any = HeadWatch.of_ray(describe, lambda: tracker.end("FAILED"))
+    return watch
 
 
 def fetch_final(store: CheckpointStore, out: Path) -> tuple[Path, Path]:
