@@ -126,6 +126,8 @@ def check_resume(cfg: RunConfig, store: CheckpointStore) -> str | None:
             " final policy is evaluated again; raise training.ppo_steps to extend it, or pass another output_dir",
             file=sys.stderr,
         )
+    else:
+        print(f"[run] resuming {cfg.output_dir} from its step-{step} checkpoint ({path})", file=sys.stderr)
     return path
 
 
