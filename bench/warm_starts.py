@@ -6,6 +6,9 @@
         --warm late=outputs/warm_start \\
         --sft "prompt_loss=sft.steps=700 sft.target_accuracy=null sft.loss_on_prompt=true" \\
         [--steps 100 | --budget-s 300] [--eval-every 50] [--set key=value ...]
+    # one more warm start into the same table (the others are kept; refused if measured with other settings)
+    python bench/warm_starts.py --out outputs/bench_warm_starts --append \
+        --sft "jump=sft.target_accuracy=0.3 sft.eval_every=10"
     python bench/warm_starts.py --smoke          # plumbing check: two tiny SFT policies, the test config, 6 steps
 
 Warm starts: ``--warm LABEL=DIR`` reuses a policy directory; ``--sft "LABEL=OVERRIDES"`` trains one with
@@ -273,11 +276,27 @@ def run_rl(setup: Setup, label: str, warm: Path) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def settings(setup: Setup) -> dict[str, Any]:
+    """What must be equal for two runs to share one table: config, overrides, length of the runs, eval cadence."""
+    return {"config_name": setup.config_name, "overrides": setup.overrides, "steps": setup.steps,
+            "budget_s": setup.budget_s, "eval_every": setup.eval_every}  # fmt: skip
+
+
+def kept_results(report: Mapping[str, Any], current: Mapping[str, Any], labels: Sequence[str]) -> list[dict[str, Any]]:
+    """The results of an earlier report that this invocation does not redo (``labels``), in their order.
+
+    ValueError when the earlier report was measured with other settings: its rows would not be comparable."""
+    differ = [key for key, value in current.items() if report.get(key) != value]
+    if differ:
+        earlier = {key: report.get(key) for key in differ}
+        now = {key: current[key] for key in differ}
+        raise ValueError(f"the earlier report was measured with {earlier}, this run with {now}")
+    return [r for r in report["results"] if r["label"] not in labels]
+
+
 def write_report(setup: Setup, argv: Sequence[str]) -> str:
     table = format_table(setup.results)
-    report = {"argv": list(argv), "config_name": setup.config_name, "overrides": setup.overrides,
-              "steps": setup.steps, "budget_s": setup.budget_s, "eval_every": setup.eval_every,
-              "machine": peer.machine_info(), "results": setup.results}  # fmt: skip
+    report = {"argv": list(argv), **settings(setup), "machine": peer.machine_info(), "results": setup.results}
     (setup.out / "warm_starts.json").write_text(json.dumps(report, indent=2))
     (setup.out / "warm_starts.md").write_text(table + "\n")
     return table
@@ -312,6 +331,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=50, help="steps between held-out evals")
     p.add_argument("--timeout-s", type=float, default=3600.0, help="interrupt one SFT or RL run after this")
     p.add_argument("--out", type=Path, default=Path("outputs/bench_warm_starts"))
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the other warm starts of an earlier warm_starts.json under --out (same settings)",
+    )
     p.add_argument("--smoke", action="store_true", help="test config, two tiny SFT warm starts, 6 RL steps")
     args = p.parse_args(argv)
     if args.smoke:
@@ -345,6 +369,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     setup = Setup(args.config_name, args.overrides, args.steps, args.budget_s, args.eval_every, args.out,
                   args.timeout_s)  # fmt: skip
+    earlier = args.out / "warm_starts.json"
+    if args.append and earlier.is_file():
+        try:
+            setup.results = kept_results(json.loads(earlier.read_text()), settings(setup), [s.label for s in specs])
+        except ValueError as err:
+            print(f"error: --append: {err}", file=sys.stderr)
+            return 2
     for spec in specs:
         try:
             path, info = build_warm_start(setup, spec) if spec.sft is not None else (spec.path, {"reused": True})

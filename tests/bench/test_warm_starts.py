@@ -180,3 +180,11 @@ def test_format_table_has_one_row_per_warm_start() -> None:
     assert lines[2].startswith("| early | 150 | False | 0.100 -> 0.125 | +0.025 +- ")
     assert "| 0.200 / 0.100 / 0.100 / 0.000 | 0.300 / 0.100 / 0.100 / 0.000 | 100 | 123 | 2.5 / 3.0 |" in lines[2]
     assert lines[3].startswith("| late |")
+
+
+def test_append_keeps_other_warm_starts_only_when_measured_with_the_same_settings() -> None:
+    now = {"config_name": "train_rlvr_model", "overrides": [], "steps": 150, "budget_s": None, "eval_every": 25}
+    report = {**now, "results": [{"label": "early"}, {"label": "mid"}, {"label": "late"}]}
+    assert ws.kept_results(report, now, ["mid", "jump"]) == [{"label": "early"}, {"label": "late"}]
+    with pytest.raises(ValueError, match=r"measured with \{'steps': 100\}, this run with \{'steps': 150\}"):
+        ws.kept_results({**report, "steps": 100}, now, ["jump"])
