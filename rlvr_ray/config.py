@@ -106,6 +106,9 @@ class SFTConfig(_Section):
     """Seed of the SFT data stream and initialisation."""
     log_every: int = Field(50, ge=1)
     """Steps between MLflow / progress-bar updates."""
+    num_threads: int | None = Field(None, ge=1)
+    """Torch threads of the SFT steps. None: every core the SFT process may run on (nothing else of the run runs
+    while SFT does: the rollout actors, verifiers and learner start after it)."""
 
 
 _SCORE_ONLY_ALGORITHMS = frozenset({"grpo", "dr_grpo", "rloo", "dapo"})

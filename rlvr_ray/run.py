@@ -145,8 +145,7 @@ def sft_as_learner_task(cfg: RunConfig) -> TrainFn:
     remote_sft = ray.remote(train_sft_packed).options(**options)
 
     def run(task: TaskConfig, model: ModelConfig, sft: SFTConfig, out_dir: Path, tracker: Tracker | None) -> Path:
-        threads = max(1, int(cfg.learner.num_cpus))  # the CPUs the task reserved
-        packed: dict[str, bytes] = ray.get(remote_sft.remote(task, model, sft, tracker, threads))
+        packed: dict[str, bytes] = ray.get(remote_sft.remote(task, model, sft, tracker))
         return write_packed(packed, out_dir)
 
     return run

@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -65,18 +66,25 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+def sft_threads(sft: SFTConfig) -> int:
+    """``sft.num_threads``, or every core this process may run on."""
+    if sft.num_threads is not None:
+        return sft.num_threads
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core of the machine
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
 def train_sft(
     task: TaskConfig,
     model_cfg: ModelConfig,
     sft: SFTConfig,
     out_dir: str | Path,
     tracker: Tracker | None = None,
-    num_threads: int | None = None,
 ) -> Path:
     """Train a fresh policy for at most ``sft.steps`` steps, stopping early once its greedy accuracy on a probe set
     reaches ``sft.target_accuracy``; save it as an HF directory at ``out_dir``.
 
-    ``num_threads``: torch intra-op threads, i.e. the CPUs reserved for this task (None keeps torch's setting).
+    Runs with ``sft.num_threads`` torch threads (:func:`sft_threads`).
     The progress bar shows the loss smoothed over the last ~10 steps at every refresh, and the latest probe.
     """
     import torch
@@ -85,8 +93,7 @@ def train_sft(
     from rlvr_ray.policy import build_model, save_policy
     from rlvr_ray.task.vocab import Vocab
 
-    if num_threads is not None:
-        torch.set_num_threads(max(1, num_threads))
+    torch.set_num_threads(sft_threads(sft))
     torch.manual_seed(sft.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     vocab = Vocab(task.p, tuple(task.operators))
@@ -163,7 +170,7 @@ def warm_start_key(cfg: RunConfig) -> tuple[str, dict[str, Any]]:
     keyed = {
         "generative_process": cfg.generative_process.model_dump(mode="json"),
         "model": cfg.model.model_dump(mode="json", exclude={"init_dir"}),
-        "sft": cfg.sft.model_dump(mode="json", exclude={"log_every"}),
+        "sft": cfg.sft.model_dump(mode="json", exclude={"log_every", "num_threads"}),
         "split": SPLIT_ID,  # which prompts SFT may train on (the eval side of the split is never seen)
     }
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12], keyed
@@ -204,7 +211,7 @@ def ensure_warm_start(cfg: RunConfig, tracker: Tracker | None = None, train: Tra
 
 
 def train_sft_packed(
-    task: TaskConfig, model_cfg: ModelConfig, sft: SFTConfig, tracker: Tracker | None, num_threads: int | None
+    task: TaskConfig, model_cfg: ModelConfig, sft: SFTConfig, tracker: Tracker | None
 ) -> dict[str, bytes]:
     """:func:`train_sft` into a local temporary directory, returned as ``pack_policy_dir`` bytes: what a remote
     SFT task sends back to the driver through the object store (no shared filesystem)."""
@@ -213,7 +220,7 @@ def train_sft_packed(
     from rlvr_ray.policy import pack_policy_dir
 
     with tempfile.TemporaryDirectory(prefix="rlvr_sft_") as tmp:
-        return pack_policy_dir(train_sft(task, model_cfg, sft, Path(tmp) / "policy", tracker, num_threads))
+        return pack_policy_dir(train_sft(task, model_cfg, sft, Path(tmp) / "policy", tracker))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,9 +235,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    import torch
-
-    torch.set_num_threads(1)
     out = train_sft(cfg.generative_process, cfg.model, cfg.sft, args.out) if args.out else ensure_warm_start(cfg)
     print(out)
     return 0

@@ -3,6 +3,7 @@ progress bar, and that training really changes and saves the policy."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import ClassVar
 
@@ -68,6 +69,9 @@ def test_ensure_warm_start_makes_once_then_reuses(tmp_path: Path) -> None:
     stamp = (first / "model.safetensors").stat().st_mtime_ns
     assert ensure_warm_start(cfg) == first and (first / "model.safetensors").stat().st_mtime_ns == stamp
     assert not list(tmp_path.glob("*.partial"))
+    # The thread count is not part of the key: a machine with more cores reuses the same warm start.
+    more_threads = cfg.model_copy(update={"sft": cfg.sft.model_copy(update={"num_threads": 4})})
+    assert ensure_warm_start(more_threads) == first
 
 
 class RecordingTracker:
@@ -149,22 +153,27 @@ class RecordingBar:
         pass
 
 
+@pytest.mark.parametrize("num_threads", [1, None])
 def test_progress_bar_shows_the_current_smoothed_loss_and_sft_uses_its_threads(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, num_threads: int | None
 ) -> None:
     import tqdm
 
     monkeypatch.setattr(tqdm, "tqdm", RecordingBar)
     RecordingBar.shown, RecordingBar.threads = [], []
     tracker = RecordingTracker()
-    sft = SFTConfig(steps=6, batch_size=8, warmup_steps=1, target_accuracy=None, log_every=1, seed=2)
+    sft = SFTConfig(
+        steps=6, batch_size=8, warmup_steps=1, target_accuracy=None, log_every=1, seed=2, num_threads=num_threads
+    )
     threads = torch.get_num_threads()
     try:
+        torch.set_num_threads(3)  # neither value: SFT must set its own
         task = TaskConfig(complexity_range=(1, 2))
-        train_sft(task, TINY, sft, tmp_path / "ws", tracker, num_threads=2)  # type: ignore[arg-type]
+        train_sft(task, TINY, sft, tmp_path / "ws", tracker)  # type: ignore[arg-type]
     finally:
         torch.set_num_threads(threads)
-    assert RecordingBar.threads == [2] * 6
+    cores = len(os.sched_getaffinity(0))  # None: every core SFT may run on (nothing else of the run runs then)
+    assert RecordingBar.threads == [num_threads or cores] * 6
     losses = [m["sft/loss"] for _, m in tracker.rows if "sft/loss" in m]
     expected: list[float] = []
     for loss in losses:

@@ -105,6 +105,7 @@ def test_fingerprint_covers_the_trajectory_not_the_run_length() -> None:
         "eval.n=5",
         "verifier.num_actors=1",
         "rollout.torch_threads=2",
+        "sft.num_threads=1",
         "output_dir=/elsewhere",
         "resume=false",
     ]

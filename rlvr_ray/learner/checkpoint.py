@@ -56,9 +56,10 @@ FREE_FIELDS = frozenset(
         "training.eval_every",
         "training.checkpoint_every",
         "sft.log_every",
+        "sft.num_threads",
     }
 )
-"""Run length and cadence: free to change on resume (a longer run extends the old one)."""
+"""Run length, cadence and thread counts: free to change on resume (a longer run extends the old one)."""
 IDENTITY_SECTIONS = ("generative_process.", "model.", "sft.", "training.")
 IDENTITY_FIELDS = frozenset({"rollout.engine", "rollout.dtype", "rollout.num_actors", "learner.num_workers"})
 """Besides the sections above: engine numerics, the actor count (engine seeds derive from it), the DDP world size
