@@ -10,10 +10,10 @@ Every command run on a host also gets its own mount namespace, in which:
   Ray temp dir, HOME (``/tmp/home``), the job's working dir and every output dir are private to the host;
 - ``/dev/shm`` is a fresh tmpfs (Ray's object store);
 - ``/`` is remounted read-only, so nothing can be written anywhere another host could read it: the project venv and
-  the code stay readable (read-only code is fine), but a file a host writes lives only in its private ``/tmp``;
-- ``/tmp/storage`` is the one exception: the same directory on every host. It models object storage (what an
-  ``s3://`` / ``gs://`` bucket is on a real cluster; no S3-compatible server is installed here): the run may use it
-  only as ``storage_uri`` (Ray Train checkpoints), never for outputs.
+  the code stay readable (read-only code is fine), but a file a host writes lives only in its private ``/tmp``.
+
+No directory is shared between hosts: what must outlive a host (checkpoints) goes over the network to an
+S3-compatible server on a host of its own (see :mod:`netns_ray`).
 
 Processes are not in a private PID namespace, so the test can SIGKILL any of them by pid.
 Teardown (:meth:`Network.close`) SIGKILLs every process of every host namespace (``ip netns pids``), deletes the
@@ -34,11 +34,8 @@ from pathlib import Path
 
 _NETWORKS = itertools.count()
 REPO = Path(__file__).resolve().parents[2]
-STORAGE_PATH = "/tmp/storage"
-"""Where the modelled object storage appears, at the same path, on every host."""
 
 _MOUNT_SCRIPT = """set -e
-mount --bind "$RLVR_NS_STORAGE" "$RLVR_NS_ROOT/storage"
 if [ -n "$RLVR_NS_KEEP" ]; then
   keep="$RLVR_NS_ROOT${RLVR_NS_KEEP#/tmp}"
   mkdir -p "$keep" && mount --bind "$RLVR_NS_KEEP" "$keep" && mount -o remount,bind,ro "$keep"
@@ -46,7 +43,7 @@ fi
 mount --rbind "$RLVR_NS_ROOT" /tmp
 mount -t tmpfs -o size=1g tmpfs /dev/shm
 mount -o remount,bind,ro /
-unset RLVR_NS_STORAGE RLVR_NS_ROOT RLVR_NS_KEEP
+unset RLVR_NS_ROOT RLVR_NS_KEEP
 exec "$@"
 """
 
@@ -92,8 +89,6 @@ class Network:
         self.prefix = _free_subnet()
         self.gateway = f"{self.prefix}.1"
         self.bridge = f"rlvrbr{self.tag}"
-        self.storage = base / "storage"
-        self.storage.mkdir(parents=True, exist_ok=True)
         self.hosts: list[Host] = []
         _ip("link", "add", self.bridge, "type", "bridge")
         _ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
@@ -102,8 +97,7 @@ class Network:
     def add_host(self, name: str) -> Host:
         index = len(self.hosts)
         host = Host(name, f"rlvr{self.tag}-{name}", f"{self.prefix}.{10 + index}", self.base / name / "tmp")
-        for sub in ("storage", "home"):
-            (host.root / sub).mkdir(parents=True, exist_ok=True)
+        (host.root / "home").mkdir(parents=True, exist_ok=True)
         self.hosts.append(host)  # before creating anything, so close() removes a half-made host too
         outside = f"rv{self.tag}h{index}"
         _ip("netns", "add", host.netns)
@@ -138,7 +132,6 @@ class Network:
             "HOME": "/tmp/home",
             "TMPDIR": "/tmp",
             "RLVR_NS_ROOT": str(host.root),
-            "RLVR_NS_STORAGE": str(self.storage),
             # A checkout (and its venv) under /tmp would vanish behind the private /tmp: keep it, read-only.
             "RLVR_NS_KEEP": str(REPO) if REPO.is_relative_to("/tmp") else "",
         }

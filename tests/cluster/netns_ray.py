@@ -4,6 +4,9 @@
 
 - ``tracking``: ``mlflow server`` with ``--serve-artifacts``, so runs send metrics *and* artifacts over HTTP and
   the submitter downloads them over HTTP (its store is private to that host);
+- ``storage``: an S3-compatible server (moto's ``moto_server``, in memory) with the bucket ``rlvr``: the runs'
+  ``storage_uri`` is ``s3://rlvr/<name>`` and every Ray host gets ``AWS_ENDPOINT_URL`` and test credentials, as a
+  cluster using MinIO or another S3-compatible store would (pyarrow, hence Ray Train, reads them);
 - ``head``: ``ray start --head`` (GCS, dashboard/job server on ``http://<head-ip>:8265``; job drivers run here);
 - ``w1``, ``w2``, ...: ``ray start --address <head-ip>:6379``, with the custom resources the test gives them.
 
@@ -24,12 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netns import STORAGE_PATH, Host, Network
+from netns import Host, Network
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 RAY = str(BIN / "ray")
-GCS_PORT, DASHBOARD_PORT, MLFLOW_PORT = 6379, 8265, 5000
+GCS_PORT, DASHBOARD_PORT, MLFLOW_PORT, S3_PORT = 6379, 8265, 5000, 9000
+BUCKET = "rlvr"
 
 
 def base_env() -> dict[str, str]:
@@ -46,12 +50,38 @@ def base_env() -> dict[str, str]:
     return env
 
 
+def storage_env(storage: Host) -> dict[str, str]:
+    """What every Ray host needs to reach the S3-compatible server on ``storage`` (test credentials)."""
+    return {
+        "AWS_ENDPOINT_URL": f"http://{storage.ip}:{S3_PORT}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+def s3_filesystem(storage: Host, create_bucket: bool = False) -> Any:
+    """The S3 server on ``storage``, as a pyarrow filesystem seen from the submitter."""
+    import pyarrow.fs
+
+    env = storage_env(storage)
+    return pyarrow.fs.S3FileSystem(
+        endpoint_override=env["AWS_ENDPOINT_URL"],
+        access_key=env["AWS_ACCESS_KEY_ID"],
+        secret_key=env["AWS_SECRET_ACCESS_KEY"],
+        region=env["AWS_DEFAULT_REGION"],
+        allow_bucket_creation=create_bucket,
+    )
+
+
 @dataclass
 class Cluster:
     network: Network
     head: Host
     workers: dict[str, Host]
     tracking: Host
+    storage: Host
     logs: Path
     submitted: list[str] = field(default_factory=list)
 
@@ -63,9 +93,20 @@ class Cluster:
     def tracking_uri(self) -> str:
         return f"http://{self.tracking.ip}:{MLFLOW_PORT}"
 
+    @property
+    def storage_env(self) -> dict[str, str]:
+        return storage_env(self.storage)
+
     def storage_uri(self, name: str) -> str:
-        """A checkpoint location every host reaches at the same path (the modelled object storage)."""
-        return f"{STORAGE_PATH}/{name}"
+        """The run's checkpoint location: a prefix in the S3 bucket, reached over the network by every host."""
+        return f"s3://{BUCKET}/{name}"
+
+    def stored_files(self, name: str) -> list[str]:
+        """Every object under the run's storage URI (as the submitter lists them over S3)."""
+        import pyarrow.fs
+
+        selector = pyarrow.fs.FileSelector(f"{BUCKET}/{name}", recursive=True, allow_not_found=True)
+        return [info.path for info in s3_filesystem(self.storage).get_file_info(selector)]
 
     def diagnostics(self) -> str:
         """Tail of the hosts' Ray logs and the MLflow server log, for an assertion message."""
@@ -73,9 +114,10 @@ class Cluster:
         for host in [self.head, *self.workers.values()]:
             for log in sorted((host.root / "ray" / "session_latest" / "logs").glob("raylet.out"))[:1]:
                 parts.append(f"--- {host.name} {log.name}\n{log.read_text(errors='replace')[-1500:]}")
-        mlflow_log = self.logs / "mlflow.log"
-        if mlflow_log.is_file():
-            parts.append(f"--- mlflow server\n{mlflow_log.read_text(errors='replace')[-1500:]}")
+        for server in ("mlflow", "s3"):
+            log = self.logs / f"{server}.log"
+            if log.is_file():
+                parts.append(f"--- {server} server\n{log.read_text(errors='replace')[-1500:]}")
         return "\n".join(parts)
 
 
@@ -130,9 +172,25 @@ def start_head(
     _ray_start(network, host, args, num_cpus, resources, env)
 
 
-def start_worker(network: Network, host: Host, head: Host, num_cpus: int, resources: Mapping[str, float]) -> None:
+def start_worker(
+    network: Network,
+    host: Host,
+    head: Host,
+    num_cpus: int,
+    resources: Mapping[str, float],
+    env: Mapping[str, str] | None = None,
+) -> None:
     gcs = f"{head.ip}:{GCS_PORT}"
-    _ray_start(network, host, ["--address", gcs], num_cpus, resources, gcs=gcs)
+    _ray_start(network, host, ["--address", gcs], num_cpus, resources, env, gcs=gcs)
+
+
+def start_s3(network: Network, host: Host, log: Path) -> subprocess.Popen:
+    """moto's S3-compatible server on ``host`` (state in memory), with the bucket the runs use."""
+    argv = [str(BIN / "moto_server"), "-H", host.ip, "-p", str(S3_PORT)]
+    process = network.popen(host, argv, base_env(), log)
+    wait_http(f"http://{host.ip}:{S3_PORT}/", 120, lambda: log.read_text(errors="replace")[-2000:])
+    s3_filesystem(host, create_bucket=True).create_dir(BUCKET)
+    return process
 
 
 def start_mlflow(network: Network, host: Host, log: Path) -> subprocess.Popen:
@@ -201,14 +259,15 @@ def netns_cluster(
     try:
         logs = base / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        tracking = network.add_host("tracking")
+        tracking, storage = network.add_host("tracking"), network.add_host("storage")
         head = network.add_host("head")
         hosts = {name: network.add_host(name) for name in workers}
         start_mlflow(network, tracking, logs / "mlflow.log")
-        start_head(network, head, num_cpus, head_resources, head_env)
+        start_s3(network, storage, logs / "s3.log")
+        start_head(network, head, num_cpus, head_resources, {**storage_env(storage), **(head_env or {})})
         for name, resources in workers.items():
-            start_worker(network, hosts[name], head, num_cpus, resources)
-        cluster = Cluster(network, head, hosts, tracking, logs)
+            start_worker(network, hosts[name], head, num_cpus, resources, storage_env(storage))
+        cluster = Cluster(network, head, hosts, tracking, storage, logs)
         wait_nodes(cluster, 1 + len(workers))
         yield cluster
     finally:

@@ -3,8 +3,8 @@ namespace (tests/cluster/netns.py), an MLflow tracking server on a third such ho
 all of them submitting `ray job submit --working-dir . -- python -m rlvr_ray.main --config-name train_rlvr_test`
 to the head's namespaced address.
 
-Checkpoints go to the storage URI (the one directory every host sees at the same path, modelling object storage);
-everything else a host writes is private to it. The results reach the submitter through MLflow only: the run, the
+Checkpoints go to the storage URI, a bucket on an S3-compatible server on a fourth host; everything a host writes
+to disk is private to it. The results reach the submitter through MLflow only: the run, the
 eval table, the ledger and the final policy, which rlvr_ray.eval then loads. Ray's state API shows the rollout and
 verifier actors on the worker host and the Ray Train worker on the head, as their custom resources say.
 """
@@ -52,8 +52,9 @@ def test_job_from_outside_trains_on_hosts_sharing_only_the_network(cluster: Clus
     # Private hosts: the run's outputs exist on the head only; the worker host wrote none of them.
     assert (cluster.head.root / "runs" / name).is_dir()
     assert not (cluster.workers["w1"].root / "runs").exists()
-    # Checkpoints went to the storage URI (the modelled object store), not to a host's disk.
-    assert list((cluster.network.storage / name).rglob("trainer_state*")), "no checkpoint in the storage URI"
+    # Checkpoints went to the storage URI (the S3 server's bucket), not to a host's disk.
+    stored = cluster.stored_files(name)
+    assert any("/step_" in path for path in stored) and any(p.endswith("latest.json") for p in stored), stored
 
     # Everything the laptop needs, through MLflow only.
     laptop = tmp_path / "laptop"

@@ -81,8 +81,8 @@ def test_head_host_lost_then_resubmitted_to_a_new_head_resumes(tmp_path: Path) -
             cluster.network.kill_host(host)
         for private in ("runs", "warm_start", "ray"):  # a new head pod: nothing of the old one's disk is left
             shutil.rmtree(cluster.head.root / private, ignore_errors=True)
-        start_head(cluster.network, cluster.head, 2, {"learner": 1})
-        start_worker(cluster.network, cluster.workers["w1"], cluster.head, 2, WORKER)
+        start_head(cluster.network, cluster.head, 2, {"learner": 1}, cluster.storage_env)
+        start_worker(cluster.network, cluster.workers["w1"], cluster.head, 2, WORKER, cluster.storage_env)
         wait_nodes(cluster, 2)
         again = f"{name}-again"
         submit(cluster, again, main_entrypoint(cluster, name, *FAULT_RUN))  # the same job, to the new head
