@@ -300,7 +300,7 @@ def watch_ray_head(store: CheckpointStore, where: str, tracker: Tracker) -> Any:
         return head_lost_line(watch.gcs_address, silent_s, step, where)
 
     watch: Any = HeadWatch.of_ray(describe, lambda: tracker.end("FAILED"))
-    return watch
+    return watch  # None under Ray Client
 
 
 def fetch_final(store: CheckpointStore, out: Path) -> tuple[Path, Path]:

@@ -62,11 +62,18 @@ class HeadWatch(threading.Thread):
         self._stopped = threading.Event()
 
     @classmethod
-    def of_ray(cls, describe: Callable[[float], str], on_lost: Callable[[], None]) -> HeadWatch:
-        """A started watch on the GCS this process's Ray is connected to."""
+    def of_ray(cls, describe: Callable[[float], str], on_lost: Callable[[], None]) -> HeadWatch | None:
+        """A started watch on the GCS this process's Ray is connected to; None when this process has no GCS
+        address of its own (a Ray Client ``ray://`` session, which fails on its own when the head goes)."""
         import ray
 
-        watch = cls(ray.get_runtime_context().gcs_address, describe, on_lost)
+        try:
+            address = ray.get_runtime_context().gcs_address
+        except Exception:
+            return None
+        if not address or ":" not in address:
+            return None
+        watch = cls(address, describe, on_lost)
         watch.start()
         return watch
 
