@@ -108,7 +108,8 @@ class SFTConfig(_Section):
     """Steps between MLflow / progress-bar updates."""
     num_threads: int | None = Field(None, ge=1)
     """Torch threads of the SFT steps. None: every core the SFT process may run on (nothing else of the run runs
-    while SFT does: the rollout actors, verifiers and learner start after it)."""
+    while SFT does: the rollout actors, verifiers and learner start after it). Set 1 when several SFTs or other busy
+    processes share the cores: multi-threaded torch processes that compete for cores slow each other down badly."""
 
 
 _SCORE_ONLY_ALGORITHMS = frozenset({"grpo", "dr_grpo", "rloo", "dapo"})
