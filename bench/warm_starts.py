@@ -22,9 +22,11 @@ resume=false`` with the config's RL settings unchanged (only ``--set`` overrides
 the eval cadence, a checkpoint only at the end, and a private MLflow SQLite store). Held-out accuracy before and
 after is the run's own evaluation (``eval_before.json``, ``eval_after.json``: greedy, the config's eval section),
 the curve in between its MLflow ``eval/accuracy_k*`` on the ``time/train_s`` axis. For each warm start: mean k1-4
-before -> after, the change with a standard error (per complexity sqrt(pb(1-pb)/n + pa(1-pa)/n), combined over
-k1-4; it treats before and after as independent samples, which overstates the error of a paired comparison on the
-same prompts), per-complexity accuracies, RL steps, train seconds, and whether it fell. Outputs under ``--out``:
+before -> after, the change with two standard errors: unpaired (per complexity sqrt(pb(1-pb)/n + pa(1-pa)/n),
+combined over k1-4, as if before and after were independent samples) and paired (the warm start and the final
+policy re-evaluated per prompt by the same ``evaluate_run``, which must reproduce the run's tables exactly; the SE
+of the per-prompt differences, with the prompts gained and lost), per-complexity accuracies, RL steps, train
+seconds, and whether it fell. ``--rescore`` adds the paired part to an earlier report. Outputs under ``--out``:
 ``warm_starts.json`` (rewritten after each run, so a stopped benchmark keeps what it measured) and
 ``warm_starts.md`` (the table). One run per warm start, one seed: run-to-run noise is not measured.
 """
@@ -45,7 +47,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlvr_ray.config import load_config
+from rlvr_ray.config import RunConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 MEAN_KS = (1, 2, 3, 4)
@@ -138,6 +140,26 @@ def verdict(delta: float, se: float) -> str:
     return f"within noise ({direction})"
 
 
+def paired_change(before: Mapping[int, Sequence[float]], after: Mapping[int, Sequence[float]]) -> dict[str, Any]:
+    """Change of mean k1-4 from per-prompt outcomes (1.0 correct, 0.0 not) of the SAME prompts before and after:
+    its standard error from the per-prompt differences (paired), and the prompts gained (0 -> 1) and lost (1 -> 0)
+    per complexity. ValueError when the two do not cover the same prompts of the same complexities."""
+    ks = [k for k in MEAN_KS if k in before]
+    if not ks or ks != [k for k in MEAN_KS if k in after] or any(len(before[k]) != len(after[k]) for k in ks):
+        raise ValueError("before and after must hold the same prompts of the same complexities of k1-4")
+    delta = variance = 0.0
+    gained, lost = {}, {}
+    for k in ks:
+        diffs = [a - b for a, b in zip(after[k], before[k], strict=True)]
+        n = len(diffs)
+        mean = sum(diffs) / n
+        delta += mean / len(ks)
+        variance += (sum((d - mean) ** 2 for d in diffs) / (n - 1) / n if n > 1 else 0.0) / len(ks) ** 2
+        gained[k], lost[k] = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+    se = math.sqrt(variance)
+    return {"delta": delta, "se_paired": se, "verdict_paired": verdict(delta, se), "gained": gained, "lost": lost}
+
+
 def rl_command(
     config_name: str,
     overrides: Sequence[str],
@@ -176,16 +198,18 @@ def format_table(results: Sequence[Mapping[str, Any]]) -> str:
     """Markdown: one row per warm start (SFT, mean k1-4 before -> after, change +- SE, per-k, steps, seconds)."""
     lines = [
         "| warm start | SFT steps | loss on prompt | mean k1-4 before -> after | change +- SE | verdict "
+        "| paired SE | paired verdict "
         "| k1-4 before | k1-4 after | RL steps | train s | load 1 min before/after |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
-        c, sft = r["change"], r["sft"]
+        c, sft, pair = r["change"], r["sft"], r.get("paired")
+        paired_cells = f"{pair['se_paired']:.3f} | {pair['verdict_paired']}" if pair else "n/a | n/a"
         lines.append(
             f"| {r['label']} | {sft.get('steps_run', '?')} | {sft.get('loss_on_prompt', '?')} "
             f"| {c['mean_before']:.3f} -> {c['mean_after']:.3f} | {c['delta']:+.3f} +- {c['se']:.3f} "
-            f"| {c['verdict']} | {per_k(r['before'], c['ks'])} | {per_k(r['after'], c['ks'])} | {r['rl_steps']} "
-            f"| {r['train_s']:.0f} | {r['load_before'][0]:.1f} / {r['load_after'][0]:.1f} |"
+            f"| {c['verdict']} | {paired_cells} | {per_k(r['before'], c['ks'])} | {per_k(r['after'], c['ks'])} "
+            f"| {r['rl_steps']} | {r['train_s']:.0f} | {r['load_before'][0]:.1f} / {r['load_after'][0]:.1f} |"
         )
     return "\n".join(lines)
 
@@ -243,6 +267,43 @@ def describe_sft(path: Path, info: Mapping[str, Any]) -> dict[str, Any]:
     return {**info, "steps_run": steps, "loss_on_prompt": sft["loss_on_prompt"], "sft_config": sft}
 
 
+def per_prompt_correct(model_dir: Path, cfg: RunConfig) -> tuple[dict[int, list[float]], dict[int, float]]:
+    """The project's held-out evaluation (``evaluate_run``: torch engine, greedy, the config's eval section) of a
+    policy directory, kept per prompt: ({k: [1.0 correct / 0.0 not, in the eval set's order]}, {k: its table's
+    accuracy}), the second to check that these are the outcomes behind the run's own tables."""
+    from rlvr_ray.eval import evaluate_run, held_out_problems
+    from rlvr_ray.policy import load_vocab
+    from rlvr_ray.rollout.torch_engine import TorchEngine
+    from rlvr_ray.verify.rewards import score_batch
+
+    engine, vocab = TorchEngine(str(model_dir)), load_vocab(model_dir)
+    calls: list[tuple[list[list[int]], list[list[int]]]] = []
+
+    def generate(prompts: list[list[int]], spec: Any) -> Any:
+        completions = engine.generate(prompts, spec)
+        calls.append((prompts, [list(c.token_ids) for c in completions]))
+        return completions
+
+    rows = evaluate_run(generate, vocab, cfg)
+    outcomes = {}
+    for row, (prompts, completions) in zip(rows, calls, strict=True):
+        answers = held_out_problems(vocab, row.complexity, cfg.eval.n, cfg.eval.seed).problems.answers.tolist()
+        scores = score_batch(prompts, completions, answers, vocab, "correct", 0.0, 1.0)
+        outcomes[row.complexity] = [float(x) for x in scores.correct]
+    return outcomes, {row.complexity: row.accuracy for row in rows}
+
+
+def paired(setup: Setup, warm: Path, final: Path, before: Mapping[int, Mapping[str, float]],
+           after: Mapping[int, Mapping[str, float]]) -> dict[str, Any]:  # fmt: skip
+    """:func:`paired_change` of the warm start and the final policy, re-evaluated per prompt; says whether the
+    re-evaluation reproduced the run's own before/after tables (greedy decoding: it should, exactly)."""
+    cfg = load_config(setup.config_name, setup.overrides)
+    (b, b_acc), (a, a_acc) = per_prompt_correct(warm, cfg), per_prompt_correct(final, cfg)
+    same = all(abs(b_acc[k] - before[k]["accuracy"]) < 1e-6 and abs(a_acc[k] - after[k]["accuracy"]) < 1e-6
+               for k in before)  # fmt: skip
+    return {**paired_change(b, a), "reproduces_run_tables": same}
+
+
 def run_rl(setup: Setup, label: str, warm: Path) -> dict[str, Any]:
     """One RL run from ``warm``; its before/after tables, change, curve, steps and train seconds."""
     from rlvr_ray.tracking import RUN_ID_FILE
@@ -268,6 +329,7 @@ def run_rl(setup: Setup, label: str, warm: Path) -> dict[str, Any]:
                                        {k: v["accuracy"] for k, v in after.items()})  # fmt: skip
     return {
         "label": label, "warm_start": str(warm), "command": cmd, "exit_code": rc,
+        "paired": paired(setup, warm, out / "final_policy", before, after),
         "before": {str(k): v for k, v in before.items()}, "after": {str(k): v for k, v in after.items()},
         "change": change(before, after), "rl_steps": len(histories["perf/step_s"]),
         "train_s": curve[-1].train_s if curve else 0.0, "time_axis": source, "wall_s": wall_s,
@@ -300,6 +362,22 @@ def write_report(setup: Setup, argv: Sequence[str]) -> str:
     (setup.out / "warm_starts.json").write_text(json.dumps(report, indent=2))
     (setup.out / "warm_starts.md").write_text(table + "\n")
     return table
+
+
+def rescore(setup: Setup, report_path: Path) -> int:
+    """Add :func:`paired` to each result of an earlier report (its warm start and ``OUT/rl/LABEL/final_policy``)."""
+    report = json.loads(report_path.read_text())
+    setup.config_name, setup.overrides = report["config_name"], report["overrides"]
+    for r in report["results"]:
+        before = {int(k): v for k, v in r["before"].items()}
+        after = {int(k): v for k, v in r["after"].items()}
+        final = setup.out / "rl" / r["label"] / "final_policy"
+        r["paired"] = paired(setup, Path(r["warm_start"]), final, before, after)
+        print(f"[warm] {r['label']}: {r['paired']}")
+    report_path.write_text(json.dumps(report, indent=2))
+    (setup.out / "warm_starts.md").write_text(format_table(report["results"]) + "\n")
+    print(format_table(report["results"]))
+    return 0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -336,6 +414,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="keep the other warm starts of an earlier warm_starts.json under --out (same settings)",
     )
+    p.add_argument(
+        "--rescore",
+        action="store_true",
+        help="no new runs: add the paired standard error to every result of --out's warm_starts.json",
+    )
     p.add_argument("--smoke", action="store_true", help="test config, two tiny SFT warm starts, 6 RL steps")
     args = p.parse_args(argv)
     if args.smoke:
@@ -347,7 +430,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("give --steps or --budget-s, not both")
     if args.steps is None and args.budget_s is None:
         args.steps = 100
-    if not args.specs:
+    if not args.specs and not args.rescore:
         p.error("no warm start: give --warm LABEL=DIR and/or --sft 'LABEL=sft.KEY=VALUE ...' (or --smoke)")
     labels = [s.label for s in args.specs]
     if len(set(labels)) != len(labels):
@@ -370,6 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup = Setup(args.config_name, args.overrides, args.steps, args.budget_s, args.eval_every, args.out,
                   args.timeout_s)  # fmt: skip
     earlier = args.out / "warm_starts.json"
+    if args.rescore:
+        return rescore(setup, earlier)
     if args.append and earlier.is_file():
         try:
             setup.results = kept_results(json.loads(earlier.read_text()), settings(setup), [s.label for s in specs])

@@ -188,3 +188,28 @@ def test_append_keeps_other_warm_starts_only_when_measured_with_the_same_setting
     assert ws.kept_results(report, now, ["mid", "jump"]) == [{"label": "early"}, {"label": "late"}]
     with pytest.raises(ValueError, match=r"measured with \{'steps': 100\}, this run with \{'steps': 150\}"):
         ws.kept_results({**report, "steps": 100}, now, ["jump"])
+
+
+def test_paired_change_counts_gains_and_losses_and_its_se_comes_from_per_prompt_differences() -> None:
+    before = {1: [1.0, 1.0, 0.0, 0.0], 2: [0.0, 0.0, 0.0, 0.0]}
+    after = {1: [1.0, 0.0, 1.0, 1.0], 2: [0.0, 0.0, 0.0, 1.0]}  # k1: +2 -1, k2: +1
+    c = ws.paired_change(before, after)
+    assert c["delta"] == pytest.approx((0.25 + 0.25) / 2)
+    assert (c["gained"], c["lost"]) == ({1: 2, 2: 1}, {1: 1, 2: 0})
+    var1 = sum((d - 0.25) ** 2 for d in (0, -1, 1, 1)) / 3 / 4  # sample variance of the differences / n
+    var2 = sum((d - 0.25) ** 2 for d in (0, 0, 0, 1)) / 3 / 4
+    assert c["se_paired"] == pytest.approx(math.sqrt(var1 + var2) / 2)
+    # the same accuracies with every prompt unchanged but one have a far smaller paired SE than the unpaired one
+    same = {1: [1.0] * 100 + [0.0] * 100}
+    one_more = {1: [1.0] * 101 + [0.0] * 99}
+    paired = ws.paired_change(same, one_more)
+    unpaired = ws.change(table(0.5, n=200), table(0.505, n=200))
+    assert paired["delta"] == pytest.approx(unpaired["delta"])
+    assert paired["se_paired"] < unpaired["se"] / 5
+
+
+def test_paired_change_refuses_different_prompt_sets() -> None:
+    with pytest.raises(ValueError, match="same prompts"):
+        ws.paired_change({1: [1.0, 0.0]}, {1: [1.0]})
+    with pytest.raises(ValueError, match="same prompts"):
+        ws.paired_change({1: [1.0]}, {2: [1.0]})
