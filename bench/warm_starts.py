@@ -56,6 +56,8 @@ SMOKE_SFT = ("tiny_short=sft.steps=20", "tiny_prompt_loss=sft.steps=60 sft.loss_
 
 def _load_peer() -> Any:
     """bench/peer_trl.py as a module (bench/ is scripts, not a package): its subprocess, MLflow and curve helpers."""
+    if "peer_trl" in sys.modules:  # already loaded (e.g. by its own tests): one module, one set of classes
+        return sys.modules["peer_trl"]
     spec = importlib.util.spec_from_file_location("peer_trl", Path(__file__).resolve().parent / "peer_trl.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
