@@ -70,8 +70,9 @@ def sft_threads(sft: SFTConfig) -> int:
     """``sft.num_threads``, or every core this process may run on."""
     if sft.num_threads is not None:
         return sft.num_threads
-    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core of the machine
-    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+    if sys.platform.startswith("linux"):
+        return len(os.sched_getaffinity(0))  # the cores this process may run on (a container's or taskset's)
+    return os.cpu_count() or 1
 
 
 def train_sft(
