@@ -211,8 +211,17 @@ class TrainingConfig(_Section):
     updates, so a sample's behaviour policy is at most this many weight versions behind the policy it trains.
     0 is the synchronous loop (generate, verify, update, sync, one after the other)."""
     time_budget_s: float | None = Field(None, gt=0)
-    """Stop RL after this much wall time (eval and checkpoint time included), then save the final policy and
-    evaluate as at a normal end. None: run the step count. Not part of the run's identity: a run can be extended."""
+    """Stop RL after this much train time (wall time with held-out eval and checkpoints left out, counted across
+    resumes): the step that starts past the budget is the last, saved and evaluated as at a normal end. None: run
+    the step count. Not part of the run's identity: raise it to extend a stopped run."""
+    heldout_guard_drop: float | None = Field(0.1, ge=0, le=1)
+    """Held-out guard: after each held-out eval, trip when ``eval/accuracy`` is more than this below the best so
+    far (the starting policy's included): one warning line and ``guard/trips``; ``guard/heldout_drop`` is logged at
+    every eval. None: off. The default config can dip by ~0.04 in its first 25-75 steps before it rises (measured,
+    docs/results.md), so keep this well above that."""
+    heldout_guard_action: Literal["warn", "stop"] = "warn"
+    """What a tripped guard does: ``warn`` only, or ``stop`` the run after one more step (saved and evaluated as at
+    a normal end; the same command run again then trains no further, until this is set back to ``warn``)."""
 
     _range = field_validator("complexity_range")(_check_range)
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from rlvr_ray.config import ConfigError, ModelConfig, RunConfig, SFTConfig, TaskConfig, dump_config
-from rlvr_ray.eval import EvalRow, format_before_after
+from rlvr_ray.eval import EvalRow, format_before_after, rows_to_metrics
+from rlvr_ray.guard import HOW_TO_EXTEND, reason_holds
 from rlvr_ray.learner.checkpoint import (
     FINGERPRINT_FILE,
     KEEP_PER_RUN,
@@ -119,11 +120,18 @@ def check_resume(cfg: RunConfig, store: CheckpointStore) -> str | None:
             "to start fresh pass another output_dir=PATH or resume=false (nothing is deleted), "
             "to continue that run drop these changes (only run length and log/eval/checkpoint cadence may change)"
         )
-    step, total = int((store.pointer() or {}).get("step", 0)), cfg.training.total_steps
+    pointer, t = store.pointer() or {}, cfg.training
+    step, total, stopped = int(pointer.get("step", 0)), t.total_steps, pointer.get("stopped")
     if step >= total:
         print(
             f"[run] {cfg.output_dir} already holds this run trained for {step} steps (>= {total}): no training, the"
             " final policy is evaluated again; raise training.ppo_steps to extend it, or pass another output_dir",
+            file=sys.stderr,
+        )
+    elif reason_holds(stopped, t.time_budget_s, float(pointer.get("train_s", 0.0)), t.heldout_guard_action):
+        print(
+            f"[run] {cfg.output_dir} already holds this run, stopped early by its {stopped} after {step} steps: no "
+            f"training, the final policy is evaluated again; {HOW_TO_EXTEND[str(stopped)]}, or pass another output_dir",
             file=sys.stderr,
         )
     else:
@@ -173,11 +181,18 @@ def baseline_eval(cfg: RunConfig, init_dir: Path, policy_digest: str, out: Path)
 
 
 def fit_learner(
-    cfg: RunConfig, init: Any, tracker: Tracker, report_to_tune: bool, store: CheckpointStore, scorer: Any
+    cfg: RunConfig,
+    init: Any,
+    tracker: Tracker,
+    report_to_tune: bool,
+    store: CheckpointStore,
+    scorer: Any,
+    baseline_accuracy: float | None = None,
 ) -> None:
     """Start rollout actors and verifiers, then run the Ray Train learner (whose rank 0 runs the controller).
 
     ``init`` is an object ref to the packed starting policy: actors and workers on any host materialise it locally.
+    ``baseline_accuracy`` is its held-out ``eval/accuracy``, the first point the held-out guard can fall from.
     Checkpoints go to ``store`` through Ray Train (a fresh Ray Train run per driver start; workers resume from the
     store's latest checkpoint, or Ray Train's own after a worker-group restart).
     """
@@ -210,6 +225,7 @@ def fit_learner(
                 "rollout_group": group,
                 "verifier_pool": pool,
                 "tracker": tracker,
+                "baseline_accuracy": baseline_accuracy,
             },
             scaling_config=ray.train.ScalingConfig(
                 num_workers=cfg.learner.num_workers, use_gpu=cfg.learner.use_gpu, resources_per_worker=worker_resources
@@ -271,7 +287,8 @@ def run_training(
         init_dir = ensure_warm_start(cfg, tracker, train=sft_as_learner_task(cfg)).resolve()
         packed = pack_policy_dir(init_dir)
         before = baseline_eval(cfg, init_dir, packed_digest(packed), out)
-        fit_learner(cfg, ray.put(packed), tracker, report_to_tune, store, make_scorer(cfg, init_dir))
+        baseline = rows_to_metrics(before)["eval/accuracy"]
+        fit_learner(cfg, ray.put(packed), tracker, report_to_tune, store, make_scorer(cfg, init_dir), baseline)
         result = finish_run(cfg, out, before, tracker, store)
     except BaseException:
         tracker.end("FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED")
@@ -324,7 +341,7 @@ def fetch_final(store: CheckpointStore, out: Path) -> tuple[Path, Path]:
 def finish_run(cfg: RunConfig, out: Path, before: list[EvalRow], tracker: Tracker, store: CheckpointStore) -> RunResult:
     """Fetch the final policy from storage, evaluate it like ``python -m rlvr_ray.eval`` does, log the artifacts
     (the final policy as an MLflow artifact directory ``final_policy``, so ``mlflow artifacts download`` gets it)."""
-    from rlvr_ray.eval import evaluate_policy_dir, format_table, rows_to_metrics
+    from rlvr_ray.eval import evaluate_policy_dir, format_table
 
     final, ledger = fetch_final(store, out)
     after = evaluate_policy_dir(str(final), cfg)

@@ -126,6 +126,36 @@ def test_time_budget_stops_early_and_ends_like_a_normal_run(tmp_path: Path) -> N
     assert len(ledger) < 50 and [r["step"] for r in ledger] == list(range(len(ledger)))
     assert "before -> after" in proc.stdout and (tmp_path / "run" / "final_policy" / "model.safetensors").exists()
     assert len(history(tmp_path, "eval/accuracy")) == 1  # the last step evaluates, as at a normal end
+    again = run_main(tmp_path, "training.time_budget_s=1e-3", "training.ppo_steps=50")  # the same command
+    assert "stopped early by its time_budget" in again.stderr
+    assert json.loads((tmp_path / "run" / "ledger.json").read_text()) == ledger  # not one more step
+
+
+def test_heldout_guard_stops_a_collapsing_run_and_a_rerun_trains_no_further(tmp_path: Path) -> None:
+    """lr 0.5 wrecks the policy: its held-out accuracy falls from the warm start's to ~0, the guard trips at the
+    first eval that shows it, and the run ends one step later, saved and evaluated as at a normal end."""
+    collapse = [
+        "training.learning_rate=0.5",
+        "training.ppo_steps=20",
+        "training.eval_every=2",
+        "training.checkpoint_every=2",
+        "training.heldout_guard_drop=0.05",
+        "training.heldout_guard_action=stop",
+    ]
+    proc = run_main(tmp_path, *collapse)
+    trips = history(tmp_path, "guard/trips")
+    tripped_at = next(step for step, value in trips if value >= 1)
+    assert dict(history(tmp_path, "guard/heldout_drop"))[tripped_at] > 0.05
+    ledger = json.loads((tmp_path / "run" / "ledger.json").read_text())
+    assert [r["step"] for r in ledger] == list(range(tripped_at + 2))  # one more step, then the end
+    assert "[guard] held-out accuracy" in proc.stdout + proc.stderr and "before -> after" in proc.stdout
+    pointer = json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())
+    assert pointer["step"] == tripped_at + 2 and pointer["stopped"] == "heldout_guard"
+    again = run_main(tmp_path, *collapse)
+    assert "stopped early by its heldout_guard" in again.stderr
+    assert json.loads((tmp_path / "run" / "ledger.json").read_text()) == ledger
+    run_main(tmp_path, *collapse[:-1], "training.ppo_steps=8")  # guard set back to warn: the run carries on
+    assert [r["step"] for r in json.loads((tmp_path / "run" / "ledger.json").read_text())] == list(range(8))
 
 
 def latest_step(tmp: Path) -> int:

@@ -52,6 +52,8 @@ FREE_FIELDS = frozenset(
         "training.max_batches_per_epoch",
         "training.ppo_steps",
         "training.time_budget_s",
+        "training.heldout_guard_drop",
+        "training.heldout_guard_action",
         "training.log_every",
         "training.eval_every",
         "training.checkpoint_every",
@@ -79,6 +81,10 @@ class LoopState:
               counts it across resumes).
     restarts: how often the loop was started again from a checkpoint of this run (worker-group restarts by Ray
               Train after a failure, and resumes by a new driver).
+    stop_reason: why the run ends before its step count (:mod:`rlvr_ray.guard`), set once that is decided: by the
+              held-out guard one step before the last one, by the time budget at the last one.
+    stopped:  the last step of such an early stop has run.
+    guard_trips: held-out guard trips so far.
     """
 
     step: int = 0
@@ -87,6 +93,9 @@ class LoopState:
     inflight: list[dict[str, Any]] = field(default_factory=list)
     train_seconds: float = 0.0
     restarts: int = 0
+    stop_reason: str | None = None
+    stopped: bool = False
+    guard_trips: int = 0
 
 
 def run_fingerprint(cfg: RunConfig) -> dict[str, Any]:
@@ -195,8 +204,13 @@ class CheckpointStore:
             return None
         return f"{self.root}/{pointer['run']}/{pointer['checkpoint']}"
 
-    def set_latest(self, run: str, checkpoint: str | None, step: int) -> None:
-        self.write_json(f"{self.root}/{POINTER_FILE}", {"run": run, "checkpoint": checkpoint, "step": step})
+    def set_latest(
+        self, run: str, checkpoint: str | None, step: int, train_s: float = 0.0, stopped: str | None = None
+    ) -> None:
+        """Point at the newest checkpoint; ``train_s`` and ``stopped`` (the reason of an early stop whose last step
+        it holds) let a new driver say that the run is already finished without reading the checkpoint."""
+        pointer = {"run": run, "checkpoint": checkpoint, "step": step, "train_s": train_s, "stopped": stopped}
+        self.write_json(f"{self.root}/{POINTER_FILE}", pointer)
 
     def checkpoint(self, path: str) -> ray.train.Checkpoint:
         import ray.train
@@ -254,4 +268,7 @@ def report_step(
     with tempfile.TemporaryDirectory(prefix="rlvr_ckpt_", ignore_cleanup_errors=True) as tmp:
         write_checkpoint(tmp, learner.learner, vocab, state, run_fingerprint(cfg))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
-    CheckpointStore.for_config(cfg).set_latest(ray.train.get_context().get_experiment_name(), name, state.step)
+    stopped = state.stop_reason if state.stopped else None
+    CheckpointStore.for_config(cfg).set_latest(
+        ray.train.get_context().get_experiment_name(), name, state.step, state.train_seconds, stopped
+    )
