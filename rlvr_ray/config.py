@@ -214,11 +214,12 @@ class TrainingConfig(_Section):
     """Stop RL after this much train time (wall time with held-out eval and checkpoints left out, counted across
     resumes): the step that starts past the budget is the last, saved and evaluated as at a normal end. None: run
     the step count. Not part of the run's identity: raise it to extend a stopped run."""
-    heldout_guard_drop: float | None = Field(0.1, ge=0, le=1)
-    """Held-out guard: after each held-out eval, trip when ``eval/accuracy`` is more than this below the best so
-    far (the starting policy's included): one warning line and ``guard/trips``; ``guard/heldout_drop`` is logged at
-    every eval. None: off. The default config can dip by ~0.04 in its first 25-75 steps before it rises (measured,
-    docs/results.md), so keep this well above that."""
+    heldout_guard_z: float | None = Field(3.0, gt=0)
+    """Held-out guard: after each held-out eval, trip when the mean accuracy over the eval complexities inside
+    ``complexity_range`` falls more than this many standard errors below the best eval so far (the starting
+    policy's included): one warning line and ``guard/trips``; ``guard/heldout_drop`` and ``guard/heldout_drop_z``
+    are logged at every eval. None: off. Measured (docs/results.md): the early dip of a rising run was 1.6 standard
+    errors (-0.037 from 0.687), the fall of a 0.98 policy under too high a learning rate 6 (-0.065)."""
     heldout_guard_action: Literal["warn", "stop"] = "warn"
     """What a tripped guard does: ``warn`` only, or ``stop`` the run after one more step (saved and evaluated as at
     a normal end; the same command run again then trains no further, until this is set back to ``warn``)."""

@@ -187,12 +187,13 @@ def fit_learner(
     report_to_tune: bool,
     store: CheckpointStore,
     scorer: Any,
-    baseline_accuracy: float | None = None,
+    baseline: list[tuple[int, float, int]] | None = None,
 ) -> None:
     """Start rollout actors and verifiers, then run the Ray Train learner (whose rank 0 runs the controller).
 
     ``init`` is an object ref to the packed starting policy: actors and workers on any host materialise it locally.
-    ``baseline_accuracy`` is its held-out ``eval/accuracy``, the first point the held-out guard can fall from.
+    ``baseline`` is its held-out eval as ``(complexity, accuracy, n)`` rows, the first point the held-out guard can
+    fall from.
     Checkpoints go to ``store`` through Ray Train (a fresh Ray Train run per driver start; workers resume from the
     store's latest checkpoint, or Ray Train's own after a worker-group restart).
     """
@@ -225,7 +226,7 @@ def fit_learner(
                 "rollout_group": group,
                 "verifier_pool": pool,
                 "tracker": tracker,
-                "baseline_accuracy": baseline_accuracy,
+                "baseline": baseline,
             },
             scaling_config=ray.train.ScalingConfig(
                 num_workers=cfg.learner.num_workers, use_gpu=cfg.learner.use_gpu, resources_per_worker=worker_resources
@@ -287,7 +288,7 @@ def run_training(
         init_dir = ensure_warm_start(cfg, tracker, train=sft_as_learner_task(cfg)).resolve()
         packed = pack_policy_dir(init_dir)
         before = baseline_eval(cfg, init_dir, packed_digest(packed), out)
-        baseline = rows_to_metrics(before)["eval/accuracy"]
+        baseline = [(r.complexity, r.accuracy, r.n) for r in before]
         fit_learner(cfg, ray.put(packed), tracker, report_to_tune, store, make_scorer(cfg, init_dir), baseline)
         result = finish_run(cfg, out, before, tracker, store)
     except BaseException:

@@ -52,7 +52,7 @@ FREE_FIELDS = frozenset(
         "training.max_batches_per_epoch",
         "training.ppo_steps",
         "training.time_budget_s",
-        "training.heldout_guard_drop",
+        "training.heldout_guard_z",
         "training.heldout_guard_action",
         "training.log_every",
         "training.eval_every",
@@ -85,6 +85,8 @@ class LoopState:
               held-out guard one step before the last one, by the time budget at the last one.
     stopped:  the last step of such an early stop has run.
     guard_trips: held-out guard trips so far.
+    guard_best: the best held-out eval so far as the guard sees it (``rlvr_ray.guard.HeldOut.to_json``); None
+              before the first eval (the starting policy's is then the reference).
     """
 
     step: int = 0
@@ -96,6 +98,7 @@ class LoopState:
     stop_reason: str | None = None
     stopped: bool = False
     guard_trips: int = 0
+    guard_best: dict[str, Any] | None = None
 
 
 def run_fingerprint(cfg: RunConfig) -> dict[str, Any]:

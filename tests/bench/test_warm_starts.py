@@ -161,7 +161,8 @@ def test_sft_command_and_what_a_built_warm_start_says_about_its_sft(tmp_path: Pa
     info = ws.describe_sft(tmp_path, {"seconds": 1.0})
     assert (info["steps_run"], info["loss_on_prompt"], info["seconds"]) == (700, True, 1.0)
     # with the probe target, SFT may stop before its budget: the steps are only a bound
-    (tmp_path / "warm_start.json").write_text(json.dumps(warm_start_key(load_config("train_rlvr_model"))[1]))
+    probe = load_config("train_rlvr_model", ["sft.target_accuracy=0.5"])
+    (tmp_path / "warm_start.json").write_text(json.dumps(warm_start_key(probe)[1]))
     assert ws.describe_sft(tmp_path, {})["steps_run"] == "<=1000 (probe target)"
     (tmp_path / "warm_start.json").unlink()
     assert "SFT settings unknown" in ws.describe_sft(tmp_path, {})["note"]
