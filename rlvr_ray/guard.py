@@ -27,6 +27,7 @@ MIN_SE = 1e-6
 TIME_BUDGET = "time_budget"
 HELDOUT_GUARD = "heldout_guard"
 
+LABELS = {TIME_BUDGET: "time budget (training.time_budget_s)", HELDOUT_GUARD: "held-out guard"}
 HOW_TO_EXTEND = {
     TIME_BUDGET: "raise training.time_budget_s to train further",
     HELDOUT_GUARD: "set training.heldout_guard_action=warn to train further",

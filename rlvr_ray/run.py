@@ -18,7 +18,7 @@ from typing import Any
 
 from rlvr_ray.config import ConfigError, ModelConfig, RunConfig, SFTConfig, TaskConfig, dump_config
 from rlvr_ray.eval import EvalRow, format_before_after, rows_to_metrics
-from rlvr_ray.guard import HOW_TO_EXTEND, reason_holds
+from rlvr_ray.guard import HOW_TO_EXTEND, LABELS, reason_holds
 from rlvr_ray.learner.checkpoint import (
     FINGERPRINT_FILE,
     KEEP_PER_RUN,
@@ -130,8 +130,9 @@ def check_resume(cfg: RunConfig, store: CheckpointStore) -> str | None:
         )
     elif reason_holds(stopped, t.time_budget_s, float(pointer.get("train_s", 0.0)), t.heldout_guard_action):
         print(
-            f"[run] {cfg.output_dir} already holds this run, stopped early by its {stopped} after {step} steps: no "
-            f"training, the final policy is evaluated again; {HOW_TO_EXTEND[str(stopped)]}, or pass another output_dir",
+            f"[run] {cfg.output_dir} already holds this run, stopped early by its {LABELS[str(stopped)]} after {step} "
+            f"steps: no training, the final policy is evaluated again; {HOW_TO_EXTEND[str(stopped)]}, or pass another "
+            "output_dir",
             file=sys.stderr,
         )
     else:

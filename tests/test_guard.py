@@ -11,6 +11,7 @@ import pytest
 from rlvr_ray.config import ConfigError, load_config
 from rlvr_ray.guard import (
     HELDOUT_GUARD,
+    HOW_TO_EXTEND,
     TIME_BUDGET,
     GuardCheck,
     HeldOut,
@@ -83,9 +84,9 @@ def test_guard_settings_are_checked_at_load() -> None:
 @pytest.mark.parametrize(
     ("stopped", "settings", "says"),
     [
-        (TIME_BUDGET, ["training.time_budget_s=30"], "stopped early by its time_budget after 3 steps"),
+        (TIME_BUDGET, ["training.time_budget_s=30"], "by its time budget (training.time_budget_s) after 3 steps"),
         (TIME_BUDGET, ["training.time_budget_s=300"], "resuming"),
-        (HELDOUT_GUARD, ["training.heldout_guard_action=stop"], "heldout_guard_action=warn to train further"),
+        (HELDOUT_GUARD, ["training.heldout_guard_action=stop"], "by its held-out guard after 3 steps"),
         (HELDOUT_GUARD, ["training.heldout_guard_action=warn"], "resuming"),
     ],
 )
@@ -100,5 +101,8 @@ def test_a_new_driver_says_why_a_stopped_run_is_finished(
     store.write_json(f"{store.root}/rl-old/step_000003/fingerprint.json", run_fingerprint(cfg))
     store.set_latest("rl-old", "step_000003", 3, train_s=45.0, stopped=stopped)
     assert check_resume(cfg, store) == store.latest()
-    assert says in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1
+    if says != "resuming":
+        assert f"{HOW_TO_EXTEND[stopped]}, or pass another output_dir" in err
 

@@ -127,7 +127,7 @@ def test_time_budget_stops_early_and_ends_like_a_normal_run(tmp_path: Path) -> N
     assert "before -> after" in proc.stdout and (tmp_path / "run" / "final_policy" / "model.safetensors").exists()
     assert len(history(tmp_path, "eval/accuracy")) == 1  # the last step evaluates, as at a normal end
     again = run_main(tmp_path, "training.time_budget_s=1e-3", "training.ppo_steps=50")  # the same command
-    assert "stopped early by its time_budget" in again.stderr
+    assert "stopped early by its time budget" in again.stderr
     assert json.loads((tmp_path / "run" / "ledger.json").read_text()) == ledger  # not one more step
 
 
@@ -153,7 +153,7 @@ def test_heldout_guard_stops_a_collapsing_run_and_a_rerun_trains_no_further(tmp_
     pointer = json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())
     assert pointer["step"] == tripped_at + 2 and pointer["stopped"] == "heldout_guard"
     again = run_main(tmp_path, *collapse)
-    assert "stopped early by its heldout_guard" in again.stderr
+    assert "stopped early by its held-out guard" in again.stderr
     assert json.loads((tmp_path / "run" / "ledger.json").read_text()) == ledger
     run_main(tmp_path, *collapse[:-1], "training.ppo_steps=8")  # guard set back to warn: the run carries on
     assert [r["step"] for r in json.loads((tmp_path / "run" / "ledger.json").read_text())] == list(range(8))
