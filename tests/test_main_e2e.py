@@ -155,8 +155,7 @@ def test_heldout_guard_stops_a_collapsing_run_and_a_rerun_trains_no_further(tmp_
     again = run_main(tmp_path, *collapse)
     assert "stopped early by its held-out guard" in again.stderr
     assert json.loads((tmp_path / "run" / "ledger.json").read_text()) == ledger
-    run_main(tmp_path, *collapse[:-1], "training.ppo_steps=8")  # guard set back to warn: the run carries on
-    assert [r["step"] for r in json.loads((tmp_path / "run" / "ledger.json").read_text())] == list(range(8))
+    # (that the guard set back to warn lets the run carry on is checked without a run: tests/test_guard.py)
 
 
 def latest_step(tmp: Path) -> int:

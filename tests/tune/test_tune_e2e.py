@@ -107,7 +107,9 @@ def test_asha_sweep_stops_a_bad_trial_early_and_reports_every_trial(
     # which bad trials stop depends on timing; at least one must, after 1 of its 4 evaluations.
     assert len(bad) == 2 and all(r[3] == "0.0000" for r in bad), table
     stopped = [r for r in bad if r[4:] == ["1", "stopped", "early"]]
-    assert stopped and all(r[4:] in (["1", "stopped", "early"], ["4", "finished"]) for r in bad), table
+    # a bad trial that was not cut at its first report may be cut at a later rung (2 or 4 reports), or finish
+    rungs = (["1", "stopped", "early"], ["2", "stopped", "early"], ["4", "stopped", "early"], ["4", "finished"])
+    assert stopped and all(r[4:] in rungs for r in bad), table
 
     best = json.loads((sweep_dir / "best.json").read_text())
     assert best["params"]["training.learning_rate"] == 1e-8 and best["value"] == 1.0
