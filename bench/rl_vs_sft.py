@@ -26,7 +26,6 @@ curves as a table).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -41,20 +40,10 @@ from rlvr_ray.config import RunConfig, load_config
 SMOKE_BUDGET_S = 30.0
 
 
-def _load_peer() -> Any:
-    """bench/peer_trl.py as a module (bench/ is scripts, not a package): its clock, schedule, evaluator, project
-    side and report helpers."""
-    if "peer_trl" in sys.modules:
-        return sys.modules["peer_trl"]
-    spec = importlib.util.spec_from_file_location("peer_trl", Path(__file__).resolve().parent / "peer_trl.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["peer_trl"] = module  # its dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
-
-
-peer = _load_peer()
+# bench/ is a folder of scripts, not a package: bench/peer_trl.py is imported as a sibling by name (one module,
+# shared with its tests, which load it under the same name)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peer_trl as peer  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------------------------
 # The SFT side

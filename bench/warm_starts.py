@@ -34,7 +34,6 @@ seconds, and whether it fell. ``--rescore`` adds the paired part to an earlier r
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -54,19 +53,10 @@ MEAN_KS = (1, 2, 3, 4)
 SMOKE_SFT = ("tiny_short=sft.steps=20", "tiny_prompt_loss=sft.steps=60 sft.loss_on_prompt=true")
 
 
-def _load_peer() -> Any:
-    """bench/peer_trl.py as a module (bench/ is scripts, not a package): its subprocess, MLflow and curve helpers."""
-    if "peer_trl" in sys.modules:  # already loaded (e.g. by its own tests): one module, one set of classes
-        return sys.modules["peer_trl"]
-    spec = importlib.util.spec_from_file_location("peer_trl", Path(__file__).resolve().parent / "peer_trl.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["peer_trl"] = module  # its dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
-
-
-peer = _load_peer()
+# bench/ is a folder of scripts, not a package: bench/peer_trl.py is imported as a sibling by name (one module,
+# shared with its tests, which load it under the same name)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peer_trl as peer  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------------------------
 # Pure helpers

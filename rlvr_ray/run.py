@@ -187,10 +187,12 @@ def fit_learner(
     tracker: Tracker,
     report_to_tune: bool,
     store: CheckpointStore,
+    group: Any,
     scorer: Any,
     baseline: list[tuple[int, float, int]] | None = None,
 ) -> None:
-    """Start rollout actors and verifiers, then run the Ray Train learner (whose rank 0 runs the controller).
+    """Start the verifiers, then run the Ray Train learner (whose rank 0 runs the controller) with the rollout
+    actors of ``group`` (a RolloutGroup, still starting; shut down here at the end).
 
     ``init`` is an object ref to the packed starting policy: actors and workers on any host materialise it locally.
     ``baseline`` is its held-out eval as ``(complexity, accuracy, n)`` rows, the first point the held-out guard can
@@ -202,15 +204,14 @@ def fit_learner(
     from ray.train.torch import TorchTrainer
 
     from rlvr_ray.controller import train_loop_per_worker
-    from rlvr_ray.rollout.actor import RolloutGroup
     from rlvr_ray.verify.pool import VerifierPool
 
     run_name = f"rl-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     if not cfg.resume:
         store.set_latest(run_name, None, 0)  # a fresh lineage: later resumes start here; older checkpoints stay
-    group = RolloutGroup(cfg.rollout, init, cfg.training.seed)
     pool = VerifierPool(scorer, cfg.verifier)
     try:
+        group.wait_ready()
         callbacks: list[Any] = []
         if report_to_tune:
             from ray.tune.integration.ray_train import TuneReportCallback
@@ -273,6 +274,7 @@ def run_training(
     import ray
 
     from rlvr_ray.policy import pack_policy_dir, packed_digest
+    from rlvr_ray.rollout.actor import RolloutGroup
     from rlvr_ray.sft import ensure_warm_start
 
     out = Path(cfg.output_dir).resolve()
@@ -288,9 +290,16 @@ def run_training(
         watch = watch_ray_head(store, storage_label(cfg, store), tracker) if watch_head else None
         init_dir = ensure_warm_start(cfg, tracker, train=sft_as_learner_task(cfg)).resolve()
         packed = pack_policy_dir(init_dir)
-        before = baseline_eval(cfg, init_dir, packed_digest(packed), out)
+        init = ray.put(packed)
+        # the rollout engines load while this process evaluates the starting policy
+        group = RolloutGroup(cfg.rollout, init, cfg.training.seed, wait=False)
+        try:
+            before = baseline_eval(cfg, init_dir, packed_digest(packed), out)
+        except BaseException:
+            group.shutdown()
+            raise
         baseline = [(r.complexity, r.accuracy, r.n) for r in before]
-        fit_learner(cfg, ray.put(packed), tracker, report_to_tune, store, make_scorer(cfg, init_dir), baseline)
+        fit_learner(cfg, init, tracker, report_to_tune, store, group, make_scorer(cfg, init_dir), baseline)
         result = finish_run(cfg, out, before, tracker, store)
     except BaseException:
         tracker.end("FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED")

