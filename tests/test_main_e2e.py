@@ -126,9 +126,10 @@ def test_time_budget_stops_early_and_ends_like_a_normal_run(tmp_path: Path, warm
     assert len(ledger) < 50 and [r["step"] for r in ledger] == list(range(len(ledger)))
     assert "before -> after" in proc.stdout and (tmp_path / "run" / "final_policy" / "model.safetensors").exists()
     assert len(history(tmp_path, "eval/accuracy")) == 1  # the last step evaluates, as at a normal end
-    again = run_main(tmp_path, warm_start, "training.time_budget_s=1e-3", "training.ppo_steps=50")  # the same command
-    assert "stopped early by its time budget" in again.stderr
-    assert json.loads((tmp_path / "run" / "ledger.json").read_text()) == ledger  # not one more step
+    pointer = json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())
+    assert pointer["step"] == len(ledger) and pointer["stopped"] == "time_budget"
+    # (that the same command then trains no further is run end to end by the held-out guard test below, which
+    # stops the same way; the line for each reason is checked in tests/test_guard.py)
 
 
 def test_heldout_guard_stops_a_collapsing_run_and_a_rerun_trains_no_further(tmp_path: Path, warm_start: Path) -> None:
