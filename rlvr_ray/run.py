@@ -192,7 +192,7 @@ def fit_learner(
     baseline: list[tuple[int, float, int]] | None = None,
 ) -> None:
     """Start the verifiers, then run the Ray Train learner (whose rank 0 runs the controller) with the rollout
-    actors of ``group`` (a RolloutGroup, still starting; shut down here at the end).
+    actors of ``group`` (a RolloutGroup, perhaps still starting; its caller shuts it down).
 
     ``init`` is an object ref to the packed starting policy: actors and workers on any host materialise it locally.
     ``baseline`` is its held-out eval as ``(complexity, accuracy, n)`` rows, the first point the held-out guard can
@@ -244,7 +244,6 @@ def fit_learner(
         )
         trainer.fit()
     finally:
-        group.shutdown()
         pool.shutdown()
 
 
@@ -295,11 +294,10 @@ def run_training(
         group = RolloutGroup(cfg.rollout, init, cfg.training.seed, wait=False)
         try:
             before = baseline_eval(cfg, init_dir, packed_digest(packed), out)
-        except BaseException:
+            baseline = [(r.complexity, r.accuracy, r.n) for r in before]
+            fit_learner(cfg, init, tracker, report_to_tune, store, group, make_scorer(cfg, init_dir), baseline)
+        finally:
             group.shutdown()
-            raise
-        baseline = [(r.complexity, r.accuracy, r.n) for r in before]
-        fit_learner(cfg, init, tracker, report_to_tune, store, group, make_scorer(cfg, init_dir), baseline)
         result = finish_run(cfg, out, before, tracker, store)
     except BaseException:
         tracker.end("FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED")
