@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from rlvr_ray.algo.masked import SumFn, masked_whiten
+from rlvr_ray.algo.shaping import varied_groups
 
 DEFAULT_EPS = 1e-6
 """Added to the group std in GRPO so a group of equal rewards gets 0 advantage instead of 0/0."""
@@ -114,11 +115,15 @@ def grpo_advantages(
 
     The std is unbiased (Bessel), like ``torch.std`` in verl. A group of size 1 has score == mean and so gets 0
     advantage (verl instead passes a lone score through unnormalised). ``norm_by_std=False`` is Dr. GRPO.
+
+    A group whose scores are all equal gets exactly 0. Computed as score - sum / count it would not: for a score
+    such as 0.3 or 2/3 the float sum of 8 copies divided by 8 misses the score by an ulp, and that ulp divided by
+    (std + eps), std being an ulp too, is an advantage of about 0.03-0.06 with the same sign for the whole group.
     """
     with torch.no_grad():
         scores = _as_float(scores, mask)
         counts, sums, squared_dev = _group_stats(scores, group_ids)
-        centred = scores - sums / counts
+        centred = torch.where(varied_groups(scores, group_ids), scores - sums / counts, torch.zeros_like(scores))
         if norm_by_std:
             std = torch.sqrt(squared_dev / (counts - 1).clamp(min=1))
             centred = centred / (std + eps)
@@ -138,13 +143,14 @@ def rloo_advantages(scores: Tensor, group_ids: Tensor, mask: Tensor) -> tuple[Te
     """RLOO (arXiv 2402.14740): score_i - mean of the *other* samples of its group; 0 for a group of size 1.
 
     scores [B], group_ids [B], mask [B, T] -> (advantages [B, T], returns [B, T] = advantages).
+    A group of equal scores gets exactly 0 (see :func:`grpo_advantages`).
     """
     with torch.no_grad():
         scores = _as_float(scores, mask)
         counts, sums, _ = _group_stats(scores, group_ids)
         others_mean = (sums - scores) / (counts - 1).clamp(min=1)
         # A lone sample has no baseline; 0 rather than its raw score keeps it from dominating the batch.
-        advantage = torch.where(counts > 1, scores - others_mean, torch.zeros_like(scores))
+        advantage = torch.where(varied_groups(scores, group_ids), scores - others_mean, torch.zeros_like(scores))
         advantages = advantage[:, None] * mask
         return advantages, advantages
 

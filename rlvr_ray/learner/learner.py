@@ -15,7 +15,11 @@ exactly 1 (it is not computed), so the synchronous loss is unchanged.
 
 Lean step: forward and backward passes run over length-sorted buckets, each trimmed to its longest row, so the
 cost follows the real token count instead of rows x the batch's longest sequence; the proximal pass skips the
-entropy, and the entropy of the training pass carries a graph only when ``entropy_coef > 0``.
+entropy, and the entropy of the training pass carries a graph only when ``entropy_coef > 0``. When the loss is the
+policy term alone (no critic, no KL, no entropy bonus, no KL early stop), a sample whose advantage is 0 on every
+token (a group of equal scores under GRPO or RLOO: all right or all wrong) adds exactly nothing to the gradient,
+so neither the proximal pass nor the training passes compute it; it still counts in every normaliser, so the
+update is the one over the whole batch. ``update/trained_frac`` logs the share of samples computed.
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ class StepTensors:
     mask: torch.Tensor  # the loss mask: completion tokens of the kept (not dynamically dropped) samples
     keep: torch.Tensor  # [N] float, 1 for samples in the loss
     is_weight: torch.Tensor | None  # truncated IS weights, None when the whole batch is on-policy
+    trained: torch.Tensor  # [N] bool, the samples the passes compute (all but those that add nothing)
 
 
 def logprob_mismatch(learner_logp: torch.Tensor, engine_logp: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
@@ -136,6 +141,10 @@ class Learner:
         self.reference = reference
         self.optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
         self.generator = torch.Generator().manual_seed(cfg.seed)
+        # Whether samples with zero advantage can be left out of the passes: only the policy term may be in the loss.
+        self.skip_zero_advantage = (
+            not self.preset.use_critic and cfg.kl_coef == 0 and cfg.entropy_coef == 0 and not cfg.early_stopping
+        )
 
     # ------------------------------------------------------------------------------------------------------------
     # Collectives (no-ops on a single process)
@@ -185,14 +194,15 @@ class Learner:
         return [ordered[i : i + rows] for i in range(0, len(ordered), rows)]
 
     @torch.no_grad()
-    def old_outputs(self, batch: TrainBatch) -> OldPolicyOutputs:
+    def old_outputs(self, batch: TrainBatch, rows: torch.Tensor | None = None) -> OldPolicyOutputs:
         """Proximal logprobs (and values, reference logprobs) [N, L-1] of the batch, in length buckets; 0 on
-        positions past each row's end."""
+        positions past each row's end, and on every position of the rows left out of ``rows`` (default: all)."""
         zeros = torch.zeros_like(batch.mask)
         logp = zeros.clone()
         values = zeros.clone() if self.preset.use_critic else None
         ref_logp = zeros.clone() if self.reference is not None else None
-        for part in self.buckets(batch, torch.arange(len(batch)), len(batch)):
+        rows = torch.arange(len(batch)) if rows is None else rows
+        for part in self.buckets(batch, rows, len(batch)):
             sub = trimmed(batch.select(part))
             width = sub.mask.shape[1]
             out = self.policy.logprobs_and_values(sub.input_ids, sub.attention_mask, self.cfg.temperature)
@@ -223,54 +233,71 @@ class Learner:
         return scores, keep, stats
 
     def advantages(
-        self, batch: TrainBatch, old: OldPolicyOutputs, scores: torch.Tensor | None = None
+        self, batch: TrainBatch, old: OldPolicyOutputs | None, scores: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token advantages and returns [N, T] by the preset's estimator (KL folded into rewards if configured)."""
+        """Token advantages and returns [N, T] by the preset's estimator (KL folded into rewards if configured).
+
+        ``old`` may be None when the estimator reads neither values nor a KL (see ``skip_zero_advantage``)."""
         cfg = self.cfg
         scores = batch.scores if scores is None else scores
         kl = None
-        if cfg.kl_coef > 0 and self.kl_in_reward and old.ref_logp is not None:
+        if cfg.kl_coef > 0 and self.kl_in_reward and old is not None and old.ref_logp is not None:
             kl = kl_penalty(old.logp, old.ref_logp, cfg.kl_estimator)
         inputs = AdvantageInputs(
             mask=batch.mask,
             scores=scores,
             group_ids=batch.group_ids,
             token_rewards=token_level_rewards(scores, batch.mask, kl, cfg.kl_coef),
-            values=old.values,
+            values=None if old is None else old.values,
         )
         return compute_advantages(
             self.preset.advantage, inputs, gamma=cfg.gamma, lam=cfg.lam, global_sum=self.global_sum
         )
 
+    def old_and_advantages(
+        self, batch: TrainBatch, scores: torch.Tensor, keep: torch.Tensor
+    ) -> tuple[OldPolicyOutputs, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(proximal outputs, advantages, returns, trained [N] bool). With ``skip_zero_advantage`` the advantages
+        come first and the proximal pass computes only the samples the loss can move: those kept, with an
+        advantage that is not 0 on every token."""
+        if not self.skip_zero_advantage:
+            old = self.old_outputs(batch)
+            adv, returns = self.advantages(batch, old, scores)
+            return old, adv, returns, torch.ones(len(batch), dtype=torch.bool)
+        adv, returns = self.advantages(batch, None, scores)
+        trained = (adv != 0).any(dim=-1) & (keep > 0)
+        return self.old_outputs(batch, trained.nonzero().flatten()), adv, returns, trained
+
     def prepare(self, batch: TrainBatch) -> tuple[StepTensors, dict[str, float]]:
         """Everything the optimizer steps read, computed once before the update, and its stats."""
-        old = self.old_outputs(batch)
+        scores, keep, stats = self.shaped_scores(batch)
+        old, adv, returns, trained = self.old_and_advantages(batch, scores, keep)
+        computed = batch.mask * trained.to(batch.mask.dtype)[:, None]  # where ``old`` holds real logprobs
         # Engine vs learner numerics, over on-policy samples only: for a stale sample the difference is the policy's
         # own change since it was generated, not a mismatch (omitted when no sample is on-policy).
-        on_policy = batch.mask * (batch.staleness == 0).to(batch.mask.dtype)[:, None]
-        stats = logprob_mismatch(old.logp, batch.engine_logp, on_policy) if bool(on_policy.any()) else {}
-        scores, keep, shaping = self.shaped_scores(batch)
-        stats.update(shaping)
-        adv, returns = self.advantages(batch, old, scores)
+        on_policy = computed * (batch.staleness == 0).to(batch.mask.dtype)[:, None]
+        if bool(on_policy.any()):
+            stats.update(logprob_mismatch(old.logp, batch.engine_logp, on_policy))
         stale = batch.staleness > 0
         weight = None
         if bool(stale.any()):
             weight = truncated_is_weight(old.logp, batch.engine_logp, stale, self.cfg.is_cap)
-        stats.update(is_weight_stats(weight, batch.mask, stale, self.cfg.is_cap))
+        stats.update(is_weight_stats(weight, computed, stale, self.cfg.is_cap))
+        stats["update/trained_frac"] = float(trained.float().mean())
         if self.cfg.kl_coef > 0 and self.kl_in_reward and old.ref_logp is not None:
             stats["reward/kl"] = float(
                 masked_mean(kl_penalty(old.logp, old.ref_logp, self.cfg.kl_estimator), batch.mask)
             )
         stats["advantage/mean"] = float(masked_mean(adv, batch.mask))
-        return StepTensors(old, adv, returns, batch.mask * keep[:, None], keep, weight), stats
+        return StepTensors(old, adv, returns, batch.mask * keep[:, None], keep, weight, trained), stats
 
     # ------------------------------------------------------------------------------------------------------------
     # The update
 
     def micro_step_loss(
         self, batch: TrainBatch, t: StepTensors, denominator: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The loss of one micro-batch (``t`` sliced to it) and its stats.
+    ) -> tuple[torch.Tensor, dict[str, float], float]:
+        """The loss of one micro-batch (``t`` sliced to it), its stats and its summed token entropy.
 
         Every term is normalised by the mini-batch's global ``denominator`` (already divided by the DDP scale).
         """
@@ -294,11 +321,9 @@ class Learner:
             stats["loss/kl"] = float(kl.detach())
             loss = loss + cfg.kl_coef * kl
         assert out.entropy is not None
-        entropy = aggregate(out.entropy, t.mask, mode, norm, denominator)
-        stats["loss/entropy"] = float(entropy.detach())
         if cfg.entropy_coef > 0:
-            loss = loss - cfg.entropy_coef * entropy
-        return loss, stats
+            loss = loss - cfg.entropy_coef * aggregate(out.entropy, t.mask, mode, norm, denominator)
+        return loss, stats, float((out.entropy.detach() * t.mask).sum())
 
     def update(self, batch: TrainBatch, world_size: int = 1) -> dict[str, float]:
         """One RL step on this rank's share of the batch; returns averaged stats."""
@@ -327,7 +352,6 @@ class Learner:
         stats = {k: v / n_steps for k, v in stats_sum.items()}
         stats.update(prepared)
         stats.update({"ppo/optimizer_steps": float(n_steps), "ppo/early_stopped": stopped_early})
-        stats["policy/entropy"] = stats.pop("loss/entropy")
         return stats
 
     def _optimizer_step(
@@ -335,8 +359,10 @@ class Learner:
     ) -> tuple[dict[str, float], torch.Tensor]:
         """One optimizer step on the mini-batch ``index``, in micro-batches of ``micro`` rows.
 
-        Returns the stats (loss terms as the rank's mini-batch means, ppo/* as micro-batch averages) and the
-        [2] float64 tensor (sum of per-token approx-KL, token count) for early stopping.
+        Returns the stats (loss terms as the rank's mini-batch means, ppo/* as micro-batch averages, the token-mean
+        entropy of the computed samples) and the [2] float64 tensor (sum of per-token approx-KL, token count) for
+        early stopping. Only the samples ``t.trained`` holds are computed (at least one, so that every rank runs a
+        backward, in which DDP all-reduces, and the optimizer steps on zero gradients rather than on none).
         """
         self.optimizer.zero_grad(set_to_none=True)
         per_sequence = get_aggregator(self.preset.loss_agg_mode).per_sequence
@@ -344,9 +370,11 @@ class Learner:
         denominator = self.global_sum(local).clamp(min=1) / self._grad_scale()
         # Loss stats are logged as this rank's mini-batch means: rescale from the global denominator.
         rescale = float(denominator / local.clamp(min=1))
-        parts = self.buckets(batch, index, micro)
+        computed = index[t.trained[index]]
+        parts = self.buckets(batch, computed if len(computed) else index[:1], micro)
         stats_sum: dict[str, float] = defaultdict(float)
         kl = torch.zeros(2, dtype=torch.float64)
+        entropy = 0.0
         for i, part in enumerate(parts):
             sub_batch = trimmed(batch.select(part))
             length = sub_batch.mask.shape[1]
@@ -354,19 +382,22 @@ class Learner:
                 t.old.select(part, length),
                 t.adv[part, :length],
                 t.returns[part, :length],
-                t.mask[part, :length],
+                t.mask[part, :length] * t.trained[part, None],  # 0 for the stand-in row of a mini-batch with none
                 t.keep[part],
                 None if t.is_weight is None else t.is_weight[part, :length],
+                t.trained[part],
             )
             # Under DDP, gradients are all-reduced once, with the last part's backward (the sum is the same).
             with self._no_sync() if i < len(parts) - 1 else contextlib.nullcontext():
-                loss, stats = self.micro_step_loss(sub_batch, sub, denominator)
+                loss, stats, part_entropy = self.micro_step_loss(sub_batch, sub, denominator)
                 loss.backward()
             tokens = float(sub.mask.sum())
+            entropy += part_entropy
             kl += torch.tensor([stats["ppo/approx_kl"] * tokens, tokens], dtype=torch.float64)
             for k, v in stats.items():
                 stats_sum[k] += v * rescale if k.startswith("loss/") else v / len(parts)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.max_grad_norm)
         self.optimizer.step()
         stats_sum["policy/grad_norm"] = float(grad_norm)
+        stats_sum["policy/entropy"] = entropy / max(float(kl[1]), 1.0)
         return dict(stats_sum), kl

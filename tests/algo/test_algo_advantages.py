@@ -73,6 +73,15 @@ def test_grpo_equal_scores_in_a_group_give_zero_advantage() -> None:
     close(adv, [[0.0, 0.0]] * 4, atol=1e-4)
 
 
+@pytest.mark.parametrize("score", [0.3, 1 / 3, 2 / 3, 0.7, 0.1])
+def test_a_group_of_equal_scores_gets_exactly_zero_advantage(score: float) -> None:
+    # sum / count of 8 copies of such a score misses it by an ulp; divided by (std + eps) that was ~0.03-0.06.
+    scores, groups, mask = torch.full((8,), score), torch.zeros(8, dtype=torch.long), torch.ones(8, 2)
+    for estimator in (grpo_advantages, dr_grpo_advantages, rloo_advantages):
+        adv, _ = estimator(scores, groups, mask)
+        assert torch.equal(adv, torch.zeros(8, 2)), estimator.__name__
+
+
 def test_integer_scores_are_accepted() -> None:
     adv, _ = rloo_advantages(torch.tensor([1, 0]), torch.tensor([0, 0]), torch.ones(2, 1))
     assert adv.dtype == torch.float32

@@ -135,6 +135,43 @@ def test_equal_rewards_in_every_group_leave_grpo_policy_unchanged(tmp_path: Path
     assert all(torch.equal(before[k], v) for k, v in params_of(learner).items())
 
 
+def test_zero_advantage_samples_are_not_computed_and_the_update_is_the_same(tmp_path: Path) -> None:
+    # Group 1's scores are all 0.3: zero advantage, so its samples are left out of every pass, yet they count in
+    # the normalisers (one that dropped them would double the gradient). A second update on a batch of equal
+    # groups computes no sample at all: Adam must still step, on zero gradients (None would skip the step).
+    runs = []
+    for skip in (True, False):
+        learner, model_dir = make_learner(tmp_path / str(skip), "grpo", ppo_epochs=2, max_grad_norm=1e6)
+        learner.skip_zero_advantage = skip
+        mixed = build_train_batch(engine_rollouts(model_dir, [1, 0, 0, 1, 0.3, 0.3, 0.3, 0.3]), VOCAB.pad)
+        equal = build_train_batch(engine_rollouts(model_dir, [1, 1, 1, 1, 0.3, 0.3, 0.3, 0.3]), VOCAB.pad)
+        grads: list[dict[str, torch.Tensor | None]] = []
+        learner.optimizer.register_step_pre_hook(
+            lambda *_, learner=learner, grads=grads: grads.append(
+                {k: None if p.grad is None else p.grad.clone() for k, p in learner.policy.named_parameters()}
+            )
+        )
+        before = params_of(learner)
+        tensors, _ = learner.prepare(mixed)
+        stats = [learner.update(mixed), learner.update(equal)]
+        runs.append((tensors, stats, before, params_of(learner), grads))
+    (lean, lean_stats, before, lean_after, lean_grads), (full, full_stats, _, full_after, full_grads) = runs
+    assert [s["update/trained_frac"] for s in lean_stats] == [0.5, 0.0]
+    assert [s["update/trained_frac"] for s in full_stats] == [1.0, 1.0]
+    assert torch.equal(lean.old.logp[4:], torch.zeros_like(lean.old.logp[4:]))  # not computed
+    on = mixed.mask[:4]  # past a row's end a pass reads padding, whose logprobs depend on the bucket
+    torch.testing.assert_close(lean.old.logp[:4] * on, full.old.logp[:4] * on, rtol=0, atol=1e-6)
+    assert len(lean_grads) == len(full_grads) == 8
+    for step, (lean_step, full_step) in enumerate(zip(lean_grads, full_grads, strict=True)):
+        for name, grad in full_step.items():
+            assert grad is not None and lean_step[name] is not None, (step, name)
+            torch.testing.assert_close(lean_step[name], grad, rtol=1e-5, atol=1e-7, msg=f"step {step} {name}")
+    # Adam turns the ~1e-8 rounding of near-zero gradients into ~1e-6 in the weights; the update moves them ~1e-2.
+    assert max(float((full_after[k] - before[k]).abs().max()) for k in before) > 1e-2
+    for name, value in full_after.items():
+        torch.testing.assert_close(lean_after[name], value, rtol=0, atol=2e-5, msg=name)
+
+
 def test_kl_loss_is_exactly_zero_at_the_reference_then_the_hand_computed_k3(tmp_path: Path) -> None:
     # One mini-batch per update, so loss/kl is measured before that update's optimizer step.
     learner, model_dir = make_learner(tmp_path, "grpo", kl_coef=0.1, mini_batch_size=8)
@@ -271,7 +308,7 @@ def test_on_policy_is_weights_are_exactly_one_and_the_loss_is_the_old_formula(tm
     tensors, stats = learner.prepare(batch)
     assert tensors.is_weight is None
     assert stats["offpolicy/is_weight_mean"] == 1.0 and stats["offpolicy/is_clipped_frac"] == 0.0
-    loss, _ = learner.micro_step_loss(batch, tensors, tensors.mask.sum())
+    loss, _, _ = learner.micro_step_loss(batch, tensors, tensors.mask.sum())
     logp = learner.old_outputs(batch).logp
     ratio = torch.exp(logp - tensors.old.logp)
     old_formula = masked_mean(torch.maximum(-tensors.adv * ratio, -tensors.adv * ratio.clamp(0.8, 1.2)), batch.mask)

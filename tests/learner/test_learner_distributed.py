@@ -89,13 +89,15 @@ def test_early_stopping_is_the_same_decision_on_every_rank(tmp_path: Path) -> No
     ("algorithm", "rewards"),
     [
         ("rloo", [1, 0, 0, 1, 0, 1, 1, 1]),
+        ("grpo", [1, 0, 0, 1, 0.3, 0.3, 0.3, 0.3]),
         ("reinforce_pp", [1, 0, 0, 1, 0, 1, 1, 1]),
         ("dapo", [1, 0, 0, 1, 1, 1, 1, 1]),
     ],
 )
 def test_two_ddp_ranks_give_the_single_process_gradient(tmp_path: Path, algorithm: str, rewards: list[float]) -> None:
     # token_mean over the global batch and REINFORCE++'s global whitening: a per-rank mean or whitening differs
-    # whenever the ranks' shards differ in token counts or reward statistics. dapo: rank 1's group is dropped.
+    # whenever the ranks' shards differ in token counts or reward statistics. dapo: rank 1's group is dropped;
+    # grpo: rank 1's group has equal scores, so that rank computes no sample but must still join the all-reduce.
     # Two micro-batches per rank: gradients accumulate locally and are all-reduced once.
     batch = setup_workdir(tmp_path, rewards, cut=True)
     counts = [float(batch.mask[:4].sum()), float(batch.mask[4:].sum())]
