@@ -19,7 +19,10 @@ entropy, and the entropy of the training pass carries a graph only when ``entrop
 policy term alone (no critic, no KL, no entropy bonus, no KL early stop), a sample whose advantage is 0 on every
 token (a group of equal scores under GRPO or RLOO: all right or all wrong) adds exactly nothing to the gradient,
 so neither the proximal pass nor the training passes compute it; it still counts in every normaliser, so the
-update is the one over the whole batch. ``update/trained_frac`` logs the share of samples computed.
+update is the one over the whole batch. ``update/trained_frac`` logs the share of samples computed. In that case
+the proximal pass also leaves out the first mini-batch of the first epoch: no optimizer step has happened when
+that mini-batch is trained, so its own training pass gives the proximal logprobs (detached), as TRL does when it
+takes one optimizer step per batch.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ class StepTensors:
     keep: torch.Tensor  # [N] float, 1 for samples in the loss
     is_weight: torch.Tensor | None  # truncated IS weights, None when the whole batch is on-policy
     trained: torch.Tensor  # [N] bool, the samples the passes compute (all but those that add nothing)
+    deferred: torch.Tensor  # [N] bool, samples whose ``old.logp`` (and IS weight) the first training pass fills
 
 
 def logprob_mismatch(learner_logp: torch.Tensor, engine_logp: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
@@ -141,8 +145,9 @@ class Learner:
         self.reference = reference
         self.optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        # Whether samples with zero advantage can be left out of the passes: only the policy term may be in the loss.
-        self.skip_zero_advantage = (
+        # Whether the passes may leave out samples with zero advantage, and the proximal pass the first mini-batch:
+        # only when the policy term is the whole loss (no critic values, reference logprobs or entropy bonus).
+        self.lean = (
             not self.preset.use_critic and cfg.kl_coef == 0 and cfg.entropy_coef == 0 and not cfg.early_stopping
         )
 
@@ -237,7 +242,7 @@ class Learner:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Token advantages and returns [N, T] by the preset's estimator (KL folded into rewards if configured).
 
-        ``old`` may be None when the estimator reads neither values nor a KL (see ``skip_zero_advantage``)."""
+        ``old`` may be None when the estimator reads neither values nor a KL (see ``lean``)."""
         cfg = self.cfg
         scores = batch.scores if scores is None else scores
         kl = None
@@ -255,41 +260,66 @@ class Learner:
         )
 
     def old_and_advantages(
-        self, batch: TrainBatch, scores: torch.Tensor, keep: torch.Tensor
-    ) -> tuple[OldPolicyOutputs, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(proximal outputs, advantages, returns, trained [N] bool). With ``skip_zero_advantage`` the advantages
-        come first and the proximal pass computes only the samples the loss can move: those kept, with an
-        advantage that is not 0 on every token."""
-        if not self.skip_zero_advantage:
+        self, batch: TrainBatch, scores: torch.Tensor, keep: torch.Tensor, first: torch.Tensor | None
+    ) -> tuple[OldPolicyOutputs, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(proximal outputs, advantages, returns, trained [N] bool, deferred [N] bool). When ``lean``, the
+        advantages come first and the proximal pass computes only the samples the loss can move (those kept, with
+        an advantage that is not 0 on every token) and, of those, not the ones in ``first`` (deferred)."""
+        if not self.lean:
             old = self.old_outputs(batch)
             adv, returns = self.advantages(batch, old, scores)
-            return old, adv, returns, torch.ones(len(batch), dtype=torch.bool)
+            everything = torch.ones(len(batch), dtype=torch.bool)
+            return old, adv, returns, everything, ~everything
         adv, returns = self.advantages(batch, None, scores)
         trained = (adv != 0).any(dim=-1) & (keep > 0)
-        return self.old_outputs(batch, trained.nonzero().flatten()), adv, returns, trained
+        deferred = torch.zeros_like(trained)
+        if first is not None:
+            deferred[first] = True
+        deferred &= trained
+        return self.old_outputs(batch, (trained & ~deferred).nonzero().flatten()), adv, returns, trained, deferred
 
-    def prepare(self, batch: TrainBatch) -> tuple[StepTensors, dict[str, float]]:
-        """Everything the optimizer steps read, computed once before the update, and its stats."""
+    def prepare(
+        self, batch: TrainBatch, first: torch.Tensor | None = None
+    ) -> tuple[StepTensors, dict[str, float]]:
+        """Everything the optimizer steps read, computed once before the update, and its stats. ``first``: the
+        rows of the first optimizer step, whose proximal logprobs that step fills (only when ``lean``); the
+        stats of the proximal logprobs are then left to :meth:`proximal_stats` after that step."""
         scores, keep, stats = self.shaped_scores(batch)
-        old, adv, returns, trained = self.old_and_advantages(batch, scores, keep)
-        computed = batch.mask * trained.to(batch.mask.dtype)[:, None]  # where ``old`` holds real logprobs
-        # Engine vs learner numerics, over on-policy samples only: for a stale sample the difference is the policy's
-        # own change since it was generated, not a mismatch (omitted when no sample is on-policy).
-        on_policy = computed * (batch.staleness == 0).to(batch.mask.dtype)[:, None]
-        if bool(on_policy.any()):
-            stats.update(logprob_mismatch(old.logp, batch.engine_logp, on_policy))
+        old, adv, returns, trained, deferred = self.old_and_advantages(batch, scores, keep, first)
         stale = batch.staleness > 0
         weight = None
         if bool(stale.any()):
             weight = truncated_is_weight(old.logp, batch.engine_logp, stale, self.cfg.is_cap)
-        stats.update(is_weight_stats(weight, computed, stale, self.cfg.is_cap))
+        tensors = StepTensors(old, adv, returns, batch.mask * keep[:, None], keep, weight, trained, deferred)
+        if not bool(deferred.any()):
+            stats.update(self.proximal_stats(batch, tensors))
         stats["update/trained_frac"] = float(trained.float().mean())
         if self.cfg.kl_coef > 0 and self.kl_in_reward and old.ref_logp is not None:
             stats["reward/kl"] = float(
                 masked_mean(kl_penalty(old.logp, old.ref_logp, self.cfg.kl_estimator), batch.mask)
             )
         stats["advantage/mean"] = float(masked_mean(adv, batch.mask))
-        return StepTensors(old, adv, returns, batch.mask * keep[:, None], keep, weight, trained), stats
+        return tensors, stats
+
+    def proximal_stats(self, batch: TrainBatch, t: StepTensors) -> dict[str, float]:
+        """Engine-vs-learner mismatch and IS-weight stats over the samples whose proximal logprobs were computed.
+
+        The mismatch is over on-policy samples only: for a stale sample the difference is the policy's own change
+        since it was generated, not a mismatch (omitted when no such sample is on-policy)."""
+        computed = batch.mask * t.trained.to(batch.mask.dtype)[:, None]
+        on_policy = computed * (batch.staleness == 0).to(batch.mask.dtype)[:, None]
+        stats = logprob_mismatch(t.old.logp, batch.engine_logp, on_policy) if bool(on_policy.any()) else {}
+        stats.update(is_weight_stats(t.is_weight, computed, batch.staleness > 0, self.cfg.is_cap))
+        return stats
+
+    @torch.no_grad()
+    def fill_deferred(self, batch: TrainBatch, t: StepTensors, logp: torch.Tensor) -> None:
+        """The deferred rows of ``t`` (one micro-batch) take ``logp``, the first training pass's, as proximal."""
+        rows = t.deferred[:, None]
+        t.old.logp = torch.where(rows, logp, t.old.logp)
+        if t.is_weight is not None:
+            weight = truncated_is_weight(t.old.logp, batch.engine_logp, batch.staleness > 0, self.cfg.is_cap)
+            t.is_weight = torch.where(rows, weight, t.is_weight)
 
     # ------------------------------------------------------------------------------------------------------------
     # The update
@@ -304,6 +334,8 @@ class Learner:
         cfg, mode = self.cfg, self.preset.loss_agg_mode
         norm = cfg.max_generation_length  # Dr.GRPO's constant normaliser: the generation budget
         out = self.forward(batch, with_entropy_grad=cfg.entropy_coef > 0)
+        if bool(t.deferred.any()):
+            self.fill_deferred(batch, t, out.logp.detach())
         loss, ppo_stats = ppo_clip_loss(
             out.logp, t.old.logp, t.adv, t.mask, cfg.cliprange, self.preset.clip_high, mode, norm,
             denominator=denominator, is_weight=t.is_weight,
@@ -330,13 +362,15 @@ class Learner:
         cfg = self.cfg
         self.module.train()
         batch = trimmed(batch)
-        tensors, prepared = self.prepare(batch)
         stats_sum: dict[str, float] = defaultdict(float)
         mini = max(1, cfg.mini_batch_size // world_size)
         micro = max(1, mini // cfg.gradient_accumulation_steps)
+        first_order = torch.randperm(len(batch), generator=self.generator)
+        tensors, prepared = self.prepare(batch, first_order[:mini] if self.lean else None)
+        deferred = bool(tensors.deferred.any())
         n_steps, stopped_early = 0, 0.0
-        for _epoch in range(cfg.ppo_epochs):
-            order = torch.randperm(len(batch), generator=self.generator)
+        for epoch in range(cfg.ppo_epochs):
+            order = first_order if epoch == 0 else torch.randperm(len(batch), generator=self.generator)
             kl_sums = torch.zeros(2, dtype=torch.float64)  # this epoch's sum of token approx-KL, token count
             for start in range(0, len(batch), mini):
                 step_stats, step_kl = self._optimizer_step(batch, tensors, order[start : start + mini], micro)
@@ -350,6 +384,9 @@ class Learner:
                     stopped_early = 1.0
                     break
         stats = {k: v / n_steps for k, v in stats_sum.items()}
+        if deferred:  # the first optimizer step has filled the proximal logprobs it deferred
+            assert not bool(tensors.deferred.any())
+            prepared.update(self.proximal_stats(batch, tensors))
         stats.update(prepared)
         stats.update({"ppo/optimizer_steps": float(n_steps), "ppo/early_stopped": stopped_early})
         return stats
@@ -386,11 +423,17 @@ class Learner:
                 t.keep[part],
                 None if t.is_weight is None else t.is_weight[part, :length],
                 t.trained[part],
+                t.deferred[part],
             )
             # Under DDP, gradients are all-reduced once, with the last part's backward (the sum is the same).
             with self._no_sync() if i < len(parts) - 1 else contextlib.nullcontext():
                 loss, stats, part_entropy = self.micro_step_loss(sub_batch, sub, denominator)
                 loss.backward()
+            if bool(sub.deferred.any()):  # keep what this pass filled for the later steps and the stats
+                t.old.logp[part, :length] = sub.old.logp
+                if t.is_weight is not None and sub.is_weight is not None:
+                    t.is_weight[part, :length] = sub.is_weight
+                t.deferred[part] = False
             tokens = float(sub.mask.sum())
             entropy += part_entropy
             kl += torch.tensor([stats["ppo/approx_kl"] * tokens, tokens], dtype=torch.float64)

@@ -142,7 +142,7 @@ def test_zero_advantage_samples_are_not_computed_and_the_update_is_the_same(tmp_
     runs = []
     for skip in (True, False):
         learner, model_dir = make_learner(tmp_path / str(skip), "grpo", ppo_epochs=2, max_grad_norm=1e6)
-        learner.skip_zero_advantage = skip
+        learner.lean = skip
         mixed = build_train_batch(engine_rollouts(model_dir, [1, 0, 0, 1, 0.3, 0.3, 0.3, 0.3]), VOCAB.pad)
         equal = build_train_batch(engine_rollouts(model_dir, [1, 1, 1, 1, 0.3, 0.3, 0.3, 0.3]), VOCAB.pad)
         grads: list[dict[str, torch.Tensor | None]] = []
@@ -313,6 +313,35 @@ def test_on_policy_is_weights_are_exactly_one_and_the_loss_is_the_old_formula(tm
     ratio = torch.exp(logp - tensors.old.logp)
     old_formula = masked_mean(torch.maximum(-tensors.adv * ratio, -tensors.adv * ratio.clamp(0.8, 1.2)), batch.mask)
     assert torch.equal(loss, old_formula)
+
+
+def test_one_optimizer_step_takes_its_proximal_logprobs_from_its_own_training_pass(tmp_path: Path) -> None:
+    # One mini-batch per update: the lean learner runs no separate proximal pass; its training pass gives the
+    # proximal logprobs (detached) and the IS weights of the stale samples. Gradient and stats must be the same.
+    runs = []
+    for lean in (True, False):
+        learner, model_dir = make_learner(tmp_path / str(lean), "rloo", mini_batch_size=8, is_cap=2.0)
+        learner.lean = lean
+        rows: list[int] = []
+        proximal_pass = learner.old_outputs
+
+        def counting(batch: TrainBatch, index: torch.Tensor | None = None, proximal_pass=proximal_pass, rows=rows):
+            rows.append(len(batch) if index is None else len(index))
+            return proximal_pass(batch, index)
+
+        learner.old_outputs = counting  # type: ignore[method-assign]
+        batch = stale_batch(model_dir, [5, 5, 4, 4, 3, 3, 3, 3], [0.0, -0.3, -0.3, -0.3, -1.0, -1.0, -1.0, -1.0])
+        stats = learner.update(batch)
+        grads = {k: p.grad for k, p in learner.policy.named_parameters() if p.grad is not None}
+        runs.append((rows, stats, grads))
+    (lean_rows, lean_stats, lean_grads), (full_rows, full_stats, full_grads) = runs
+    assert lean_rows == [0] and full_rows == [8]
+    for key in ("offpolicy/is_weight_mean", "offpolicy/is_weight_max", "offpolicy/is_clipped_frac",
+                "mismatch/logprob_abs_diff"):  # fmt: skip
+        assert lean_stats[key] == pytest.approx(full_stats[key], abs=1e-6), key
+    assert lean_stats["offpolicy/is_clipped_frac"] > 0  # rows 4-7 are clipped at the cap
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(lean_grads[name], grad, rtol=1e-5, atol=1e-7, msg=name)
 
 
 def test_stale_samples_get_the_truncated_importance_ratio(tmp_path: Path) -> None:
