@@ -9,6 +9,7 @@ from rollout_testkit import VOCAB, hf_greedy, hf_logprobs, max_abs_diff, mixed_p
 from rlvr_ray.config import RolloutConfig
 from rlvr_ray.policy import load_policy
 from rlvr_ray.rollout.engine import Engine, make_engine
+from rlvr_ray.rollout import torch_engine
 from rlvr_ray.rollout.torch_engine import TorchEngine, nucleus
 from rlvr_ray.types import SamplingSpec
 
@@ -46,6 +47,29 @@ def test_logprobs_equal_hf_forward_of_temperature_scaled_policy(
     completions = engine.generate(prompts, spec(n=3, temperature=temperature))
     reference = hf_logprobs(policy_dir, prompts, completions, temperature)
     assert max_abs_diff([c.logprobs for c in completions], reference) < 1e-5
+
+
+def test_finished_rows_leave_the_batch_and_the_rest_decode_unchanged(
+    engine: TorchEngine, policy_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every finished row dropped at once (fraction 1.0), greedy tokens are still HF's and sampled logprobs
+    still the HF forward's: the cache, masks and positions follow the rows that stay."""
+    kept: list[int] = []
+    reorder = torch_engine.Cache.reorder_cache
+
+    def spy(cache: torch_engine.Cache, index: torch.Tensor) -> None:
+        kept.append(len(index))
+        reorder(cache, index)
+
+    monkeypatch.setattr(torch_engine, "COMPACT_FRACTION", 1.0)
+    monkeypatch.setattr(torch_engine.Cache, "reorder_cache", spy)
+    prompts = mixed_prompts(24, seed=1)
+    greedy = [c.token_ids for c in engine.generate(prompts, spec(greedy=True, max_tokens=14))]
+    assert greedy == hf_greedy(policy_dir, prompts, max_tokens=14)
+    shrunk = len(kept)
+    sampled = engine.generate(prompts, spec(n=3, temperature=0.7))
+    assert max_abs_diff([c.logprobs for c in sampled], hf_logprobs(policy_dir, prompts, sampled, 0.7)) < 1e-5
+    assert min(kept[:shrunk]) < 24 and min(kept[shrunk:]) < 72, "both calls must have dropped finished rows"
 
 
 def test_logprobs_are_taken_before_top_p(engine: TorchEngine, policy_dir: str) -> None:
