@@ -8,8 +8,8 @@ from rollout_testkit import VOCAB, hf_greedy, hf_logprobs, max_abs_diff, mixed_p
 
 from rlvr_ray.config import RolloutConfig
 from rlvr_ray.policy import load_policy
-from rlvr_ray.rollout.engine import Engine, make_engine
 from rlvr_ray.rollout import torch_engine
+from rlvr_ray.rollout.engine import Engine, make_engine
 from rlvr_ray.rollout.torch_engine import TorchEngine, nucleus
 from rlvr_ray.types import SamplingSpec
 
