@@ -59,13 +59,23 @@ def busy_fraction(samples: list[tuple[float, float, float]], windows: list[tuple
 
 
 def plain_step_windows(timestamps: dict[int, float], eval_steps: set[int]) -> list[tuple[float, float]]:
-    """(end of step s-1, end of step s) for every step s that did not evaluate (its window holds only the step).
+    """The spans of consecutive steps that did not evaluate: (end of step s-1, end of step s) for each such step s,
+    adjacent ones merged (a CPU sample, 0.5 s, is longer than one step of the pipelined loop, so it must be able
+    to span several steps).
 
-    >>> plain_step_windows({0: 1.0, 1: 2.0, 2: 3.5, 3: 4.0}, {2})
-    [(1.0, 2.0), (3.5, 4.0)]
+    >>> plain_step_windows({0: 1.0, 1: 2.0, 2: 3.5, 3: 4.0, 4: 4.5}, {2})
+    [(1.0, 2.0), (3.5, 4.5)]
     """
     steps = sorted(timestamps)
-    return [(timestamps[a], timestamps[b]) for a, b in itertools.pairwise(steps) if b not in eval_steps]
+    spans: list[tuple[float, float]] = []
+    for a, b in itertools.pairwise(steps):
+        if b in eval_steps:
+            continue
+        if spans and spans[-1][1] == timestamps[a]:
+            spans[-1] = (spans[-1][0], timestamps[b])
+        else:
+            spans.append((timestamps[a], timestamps[b]))
+    return spans
 
 
 def run_setting(args: argparse.Namespace, staleness: int) -> dict[str, Any]:

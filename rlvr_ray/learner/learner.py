@@ -13,8 +13,9 @@ the update) and each token of a stale sample (``TrainBatch.staleness > 0``) is w
 min(pi_prox / pi_behaviour, ``is_cap``), the behaviour logprobs being the engine's. On-policy the weight is
 exactly 1 (it is not computed), so the synchronous loss is unchanged.
 
-Lean step: forward and backward passes run over length-sorted buckets, each trimmed to its longest row, so the
-cost follows the real token count instead of rows x the batch's longest sequence; the proximal pass skips the
+Lean step: forward and backward passes run on packed rows (``rlvr_ray.learner.packing``): each prompt once, then
+the completions of the rows that share it, under a block attention mask, so the cost follows the distinct tokens
+instead of rows x the longest sequence (the samples of a group share their prompt); the proximal pass skips the
 entropy, and the entropy of the training pass carries a graph only when ``entropy_coef > 0``. When the loss is the
 policy term alone (no critic, no KL, no entropy bonus, no KL early stop), a sample whose advantage is 0 on every
 token (a group of equal scores under GRPO or RLOO: all right or all wrong) adds exactly nothing to the gradient,
@@ -48,10 +49,8 @@ from rlvr_ray.algo.presets import AlgorithmPreset, resolve_preset
 from rlvr_ray.algo.shaping import overlong_penalty, varied_groups
 from rlvr_ray.config import TrainingConfig
 from rlvr_ray.learner.batch import TrainBatch
-from rlvr_ray.learner.model import ForwardOut, PolicyWithValue
-
-CPU_BUCKET_ROWS = 32
-"""On CPU, forward/backward passes take at most this many sequences of similar length (see Learner.buckets)."""
+from rlvr_ray.learner.model import ForwardOut, PolicyWithValue, reference_logits
+from rlvr_ray.learner.packing import PackedRows, pack_rows, prompt_lengths
 
 
 @dataclass
@@ -112,6 +111,11 @@ def is_weight_stats(
     }
 
 
+def packed(batch: TrainBatch) -> PackedRows:
+    """The batch's rows packed (one copy of each shared prompt) for a forward pass."""
+    return pack_rows(batch.input_ids, batch.attention_mask, prompt_lengths(batch.attention_mask, batch.mask))
+
+
 def trimmed(batch: TrainBatch) -> TrainBatch:
     """The batch without the columns that are padding in every row (right padding: the longest row's length)."""
     length = int(batch.attention_mask.sum(dim=-1).max())
@@ -147,9 +151,7 @@ class Learner:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         # Whether the passes may leave out samples with zero advantage, and the proximal pass the first mini-batch:
         # only when the policy term is the whole loss (no critic values, reference logprobs or entropy bonus).
-        self.lean = (
-            not self.preset.use_critic and cfg.kl_coef == 0 and cfg.entropy_coef == 0 and not cfg.early_stopping
-        )
+        self.lean = not self.preset.use_critic and cfg.kl_coef == 0 and cfg.entropy_coef == 0 and not cfg.early_stopping
 
     # ------------------------------------------------------------------------------------------------------------
     # Collectives (no-ops on a single process)
@@ -185,37 +187,34 @@ class Learner:
     # Before the update
 
     def forward(self, batch: TrainBatch, with_entropy_grad: bool = False) -> ForwardOut:
-        return self.module(batch.input_ids, batch.attention_mask, self.cfg.temperature, with_entropy_grad)
+        return self.module(
+            batch.input_ids, batch.attention_mask, self.cfg.temperature, with_entropy_grad, packed(batch)
+        )
 
-    def buckets(self, batch: TrainBatch, index: torch.Tensor, rows: int) -> list[torch.Tensor]:
-        """``index`` split into parts of at most ``rows`` rows, longest sequences first, so that each part, trimmed
-        to its own longest row, carries little padding. On CPU parts are at most ``CPU_BUCKET_ROWS`` rows: the
-        cost is the padded token count, and the per-call overhead is small. Losses are sums over parts divided by
-        global counts, so the split changes only the order of floating-point additions."""
-        if batch.input_ids.device.type == "cpu":
-            rows = min(rows, CPU_BUCKET_ROWS)
-        lengths = batch.attention_mask[index].sum(dim=-1)
-        ordered = index[torch.argsort(lengths, descending=True, stable=True)]
-        return [ordered[i : i + rows] for i in range(0, len(ordered), rows)]
+    @staticmethod
+    def parts(index: torch.Tensor, rows: int) -> list[torch.Tensor]:
+        """``index`` split into parts of at most ``rows`` rows (each pass packs its part's rows, see ``packed``).
+        Losses are sums over parts divided by global counts, so the split changes only the order of additions."""
+        return [index[i : i + rows] for i in range(0, len(index), rows)]
 
     @torch.no_grad()
     def old_outputs(self, batch: TrainBatch, rows: torch.Tensor | None = None) -> OldPolicyOutputs:
-        """Proximal logprobs (and values, reference logprobs) [N, L-1] of the batch, in length buckets; 0 on
+        """Proximal logprobs (and values, reference logprobs) [N, L-1] of the batch, in one packed pass; 0 on
         positions past each row's end, and on every position of the rows left out of ``rows`` (default: all)."""
         zeros = torch.zeros_like(batch.mask)
         logp = zeros.clone()
         values = zeros.clone() if self.preset.use_critic else None
         ref_logp = zeros.clone() if self.reference is not None else None
         rows = torch.arange(len(batch)) if rows is None else rows
-        for part in self.buckets(batch, rows, len(batch)):
+        for part in self.parts(rows, len(batch)):
             sub = trimmed(batch.select(part))
-            width = sub.mask.shape[1]
-            out = self.policy.logprobs_and_values(sub.input_ids, sub.attention_mask, self.cfg.temperature)
+            width, pack = sub.mask.shape[1], packed(sub)
+            out = self.policy.logprobs_and_values(sub.input_ids, sub.attention_mask, self.cfg.temperature, pack)
             logp[part, :width] = out.logp
             if values is not None and out.values is not None:
                 values[part, :width] = out.values
             if ref_logp is not None and self.reference is not None:
-                logits = self.reference(input_ids=sub.input_ids, attention_mask=sub.attention_mask).logits
+                logits = reference_logits(self.reference, sub.input_ids, sub.attention_mask, pack)
                 scaled = torch.log_softmax(logits[:, :-1].float() / self.cfg.temperature, dim=-1)
                 ref_logp[part, :width] = scaled.gather(-1, sub.input_ids[:, 1:, None]).squeeze(-1)
         return OldPolicyOutputs(logp, values, ref_logp)
@@ -278,9 +277,7 @@ class Learner:
         deferred &= trained
         return self.old_outputs(batch, (trained & ~deferred).nonzero().flatten()), adv, returns, trained, deferred
 
-    def prepare(
-        self, batch: TrainBatch, first: torch.Tensor | None = None
-    ) -> tuple[StepTensors, dict[str, float]]:
+    def prepare(self, batch: TrainBatch, first: torch.Tensor | None = None) -> tuple[StepTensors, dict[str, float]]:
         """Everything the optimizer steps read, computed once before the update, and its stats. ``first``: the
         rows of the first optimizer step, whose proximal logprobs that step fills (only when ``lean``); the
         stats of the proximal logprobs are then left to :meth:`proximal_stats` after that step."""
@@ -408,7 +405,7 @@ class Learner:
         # Loss stats are logged as this rank's mini-batch means: rescale from the global denominator.
         rescale = float(denominator / local.clamp(min=1))
         computed = index[t.trained[index]]
-        parts = self.buckets(batch, computed if len(computed) else index[:1], micro)
+        parts = self.parts(computed if len(computed) else index[:1], micro)
         stats_sum: dict[str, float] = defaultdict(float)
         kl = torch.zeros(2, dtype=torch.float64)
         entropy = 0.0

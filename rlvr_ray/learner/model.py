@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from rlvr_ray.algo.losses import entropy_from_logits
+from rlvr_ray.learner.packing import PackedRows, unpack
 
 if TYPE_CHECKING:
     from transformers import LlamaForCausalLM
@@ -24,7 +25,10 @@ class ForwardOut:
 
 
 class PolicyWithValue(nn.Module):
-    """``forward(input_ids, attention_mask, temperature) -> ForwardOut``; the value head reads the last hidden state."""
+    """``forward(input_ids, attention_mask, temperature) -> ForwardOut``; the value head reads the last hidden state.
+
+    With ``pack`` (:func:`rlvr_ray.learner.packing.pack_rows` of the same rows) the policy runs on the packed rows
+    and the outputs are gathered back to the rows' layout: the same values, computed once per shared prompt."""
 
     def __init__(self, policy: LlamaForCausalLM, with_value_head: bool) -> None:
         super().__init__()
@@ -36,10 +40,15 @@ class PolicyWithValue(nn.Module):
             nn.init.zeros_(self.value_head.bias)
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float, with_entropy_grad: bool = False
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        temperature: float,
+        with_entropy_grad: bool = False,
+        pack: PackedRows | None = None,
     ) -> ForwardOut:
         """Logprobs of the next tokens, their entropy (differentiable only if ``with_entropy_grad``), values."""
-        logits, values = self._logits_and_values(input_ids, attention_mask)
+        logits, values = self._logits_and_values(input_ids, attention_mask, pack)
         scaled = logits[:, :-1].float() / temperature
         logp = torch.log_softmax(scaled, dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
         if with_entropy_grad:
@@ -50,21 +59,40 @@ class PolicyWithValue(nn.Module):
         return ForwardOut(logp=logp, entropy=entropy, values=values)
 
     def logprobs_and_values(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float, pack: PackedRows | None = None
     ) -> ForwardOut:
         """As :meth:`forward` without the entropy (None): what the learner needs of the policy before an update."""
-        logits, values = self._logits_and_values(input_ids, attention_mask)
+        logits, values = self._logits_and_values(input_ids, attention_mask, pack)
         scaled = logits[:, :-1].float() / temperature
         logp = torch.log_softmax(scaled, dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
         return ForwardOut(logp=logp, entropy=None, values=values)
 
     def _logits_and_values(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pack: PackedRows | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        out = self.policy(
-            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=self.value_head is not None
-        )
+        hidden_wanted = self.value_head is not None
+        if pack is None:
+            out = self.policy(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=hidden_wanted)
+            logits, hidden = out.logits, out.hidden_states[-1] if hidden_wanted else None
+        else:
+            out = self.policy(
+                input_ids=pack.input_ids,
+                attention_mask=pack.attention_mask,
+                position_ids=pack.position_ids,
+                output_hidden_states=hidden_wanted,
+            )
+            logits, hidden = unpack(out.logits, pack), unpack(out.hidden_states[-1], pack) if hidden_wanted else None
         values = None
-        if self.value_head is not None:
-            values = self.value_head(out.hidden_states[-1][:, :-1]).squeeze(-1)
-        return out.logits, values
+        if self.value_head is not None and hidden is not None:
+            values = self.value_head(hidden[:, :-1]).squeeze(-1)
+        return logits, values
+
+
+def reference_logits(
+    reference: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, pack: PackedRows | None
+) -> torch.Tensor:
+    """The frozen reference policy's logits [N, L, V] of the rows (computed on the packed rows when given)."""
+    if pack is None:
+        return reference(input_ids=input_ids, attention_mask=attention_mask).logits
+    out = reference(input_ids=pack.input_ids, attention_mask=pack.attention_mask, position_ids=pack.position_ids)
+    return unpack(out.logits, pack)
