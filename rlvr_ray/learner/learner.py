@@ -49,7 +49,7 @@ from rlvr_ray.algo.presets import AlgorithmPreset, resolve_preset
 from rlvr_ray.algo.shaping import overlong_penalty, varied_groups
 from rlvr_ray.config import TrainingConfig
 from rlvr_ray.learner.batch import TrainBatch
-from rlvr_ray.learner.model import ForwardOut, PolicyWithValue, reference_logits
+from rlvr_ray.learner.model import ForwardOut, PolicyWithValue, causal_lm_outputs
 from rlvr_ray.learner.packing import PackedRows, pack_rows, prompt_lengths
 
 
@@ -206,17 +206,18 @@ class Learner:
         values = zeros.clone() if self.preset.use_critic else None
         ref_logp = zeros.clone() if self.reference is not None else None
         rows = torch.arange(len(batch)) if rows is None else rows
-        for part in self.parts(rows, len(batch)):
-            sub = trimmed(batch.select(part))
-            width, pack = sub.mask.shape[1], packed(sub)
-            out = self.policy.logprobs_and_values(sub.input_ids, sub.attention_mask, self.cfg.temperature, pack)
-            logp[part, :width] = out.logp
-            if values is not None and out.values is not None:
-                values[part, :width] = out.values
-            if ref_logp is not None and self.reference is not None:
-                logits = reference_logits(self.reference, sub.input_ids, sub.attention_mask, pack)
-                scaled = torch.log_softmax(logits[:, :-1].float() / self.cfg.temperature, dim=-1)
-                ref_logp[part, :width] = scaled.gather(-1, sub.input_ids[:, 1:, None]).squeeze(-1)
+        if len(rows) == 0:  # every sample left out (lean): nothing to compute
+            return OldPolicyOutputs(logp, values, ref_logp)
+        sub = trimmed(batch.select(rows))
+        width, pack = sub.mask.shape[1], packed(sub)
+        out = self.policy.logprobs_and_values(sub.input_ids, sub.attention_mask, self.cfg.temperature, pack)
+        logp[rows, :width] = out.logp
+        if values is not None and out.values is not None:
+            values[rows, :width] = out.values
+        if ref_logp is not None and self.reference is not None:
+            logits, _ = causal_lm_outputs(self.reference, sub.input_ids, sub.attention_mask, pack, hidden=False)
+            scaled = torch.log_softmax(logits[:, :-1].float() / self.cfg.temperature, dim=-1)
+            ref_logp[rows, :width] = scaled.gather(-1, sub.input_ids[:, 1:, None]).squeeze(-1)
         return OldPolicyOutputs(logp, values, ref_logp)
 
     def shaped_scores(self, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:

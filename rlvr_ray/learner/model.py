@@ -70,29 +70,25 @@ class PolicyWithValue(nn.Module):
     def _logits_and_values(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pack: PackedRows | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        hidden_wanted = self.value_head is not None
-        if pack is None:
-            out = self.policy(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=hidden_wanted)
-            logits, hidden = out.logits, out.hidden_states[-1] if hidden_wanted else None
-        else:
-            out = self.policy(
-                input_ids=pack.input_ids,
-                attention_mask=pack.attention_mask,
-                position_ids=pack.position_ids,
-                output_hidden_states=hidden_wanted,
-            )
-            logits, hidden = unpack(out.logits, pack), unpack(out.hidden_states[-1], pack) if hidden_wanted else None
+        logits, hidden = causal_lm_outputs(self.policy, input_ids, attention_mask, pack, self.value_head is not None)
         values = None
         if self.value_head is not None and hidden is not None:
             values = self.value_head(hidden[:, :-1]).squeeze(-1)
         return logits, values
 
 
-def reference_logits(
-    reference: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, pack: PackedRows | None
-) -> torch.Tensor:
-    """The frozen reference policy's logits [N, L, V] of the rows (computed on the packed rows when given)."""
+def causal_lm_outputs(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, pack: PackedRows | None, hidden: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """An HF causal LM's logits [N, L, V] of the rows, and its last hidden state [N, L, H] if ``hidden``; run on
+    the packed rows and gathered back to the rows' layout when ``pack`` is given."""
     if pack is None:
-        return reference(input_ids=input_ids, attention_mask=attention_mask).logits
-    out = reference(input_ids=pack.input_ids, attention_mask=pack.attention_mask, position_ids=pack.position_ids)
-    return unpack(out.logits, pack)
+        out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=hidden)
+        return out.logits, out.hidden_states[-1] if hidden else None
+    out = model(
+        input_ids=pack.input_ids,
+        attention_mask=pack.attention_mask,
+        position_ids=pack.position_ids,
+        output_hidden_states=hidden,
+    )
+    return unpack(out.logits, pack), unpack(out.hidden_states[-1], pack) if hidden else None
