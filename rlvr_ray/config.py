@@ -138,7 +138,23 @@ class TrainingConfig(_Section):
     complexity_range: tuple[int, int] = (1, 4)
     """[min, max] operators per RL training prompt."""
     learning_rate: float = Field(2e-4, gt=0)
-    """AdamW learning rate of the policy (and value head)."""
+    """AdamW learning rate of the policy (and value head); with ``lr_control: kl_adaptive``, the highest one."""
+    lr_control: Literal["constant", "kl_adaptive"] = "constant"
+    """Learning-rate guard (rlvr_ray.algo.lr_control): ``constant`` keeps learning_rate; ``kl_adaptive`` divides
+    the rate by lr_control_factor after a step whose approx KL (policy being updated against the policy before the
+    step, token mean over all its optimizer steps; logged as ``update/step_kl``) was above twice
+    lr_control_target_kl, and multiplies it back after one below half of it, between
+    learning_rate * lr_control_min_scale and learning_rate. The rate in force is logged as ``update/lr`` and saved
+    with the optimizer, so a resume goes on with it."""
+    lr_control_target_kl: float = Field(4e-4, gt=0)
+    """kl_adaptive only: the step KL the rate is kept around. Measured (docs/results.md, "Nine warm starts"): at a
+    constant lr 5e-5 the mean step KL was 3e-5 to 4e-5 from partly trained warm starts and 1.2e-4 from a 0.985 one;
+    at 2e-4, 8.4e-4 and 2.4e-3. With lr 2e-4, a target of 4e-4 kept a mean rate of 1.75e-4 on the first and 1.44e-4
+    on the second."""
+    lr_control_factor: float = Field(1.5, gt=1)
+    """kl_adaptive only: what the rate is divided or multiplied by after each step out of the band."""
+    lr_control_min_scale: float = Field(0.01, gt=0, le=1)
+    """kl_adaptive only: the lowest rate, as a fraction of learning_rate."""
     batch_size: int = Field(256, ge=1)
     """Completions per RL step (prompts per step x group_size)."""
     group_size: int = Field(8, ge=1)

@@ -346,12 +346,17 @@ def needs_own_warm_start(sweep: SweepConfig) -> bool:
 
 Rule = tuple[str, Callable[[RunConfig], bool]]
 
+_ADAPTIVE_LR: Rule = ("training.lr_control is kl_adaptive", lambda c: c.training.lr_control == "kl_adaptive")
+
 IGNORED_UNLESS: dict[str, Rule] = {
     "training.boxed_weight": ("training.reward_type is combined", lambda c: c.training.reward_type == "combined"),
     "training.correct_weight": ("training.reward_type is combined", lambda c: c.training.reward_type == "combined"),
     "training.kl_estimator": ("training.kl_coef > 0", lambda c: c.training.kl_coef > 0),
     "training.kl_in_reward": ("training.kl_coef > 0", lambda c: c.training.kl_coef > 0),
     "training.target_kl": ("training.early_stopping is true", lambda c: c.training.early_stopping),
+    "training.lr_control_target_kl": _ADAPTIVE_LR,
+    "training.lr_control_factor": _ADAPTIVE_LR,
+    "training.lr_control_min_scale": _ADAPTIVE_LR,
     "training.vf_coef": ("training.algorithm is ppo", lambda c: c.training.algorithm == "ppo"),
     "training.cliprange_value": ("training.algorithm is ppo", lambda c: c.training.algorithm == "ppo"),
     "training.lam": ("training.algorithm is ppo", lambda c: c.training.algorithm == "ppo"),

@@ -58,6 +58,7 @@ def make_learner(policy_dir: Path) -> Learner:
 def test_checkpoint_keeps_the_whole_loop_state_and_loads_tensors_only(tmp_path: Path) -> None:
     learner = make_learner(tiny_policy_dir(tmp_path / "policy"))
     learner.generator.manual_seed(99)
+    learner.optimizer.param_groups[0]["lr"] = 3.5e-5  # as lr_control leaves it: the resumed run goes on with it
     state = LoopState(
         step=4,
         best_eval_accuracy=0.25,
@@ -70,6 +71,7 @@ def test_checkpoint_keeps_the_whole_loop_state_and_loads_tensors_only(tmp_path: 
     other = make_learner(path / "policy")
     assert restore_learner(other, load_trainer_state(path)) == state
     assert torch.equal(other.generator.get_state(), learner.generator.get_state())
+    assert other.optimizer.param_groups[0]["lr"] == 3.5e-5 != other.cfg.learning_rate
     assert json.loads((path / FINGERPRINT_FILE).read_text()) == {"training.seed": 7}
     # A trainer state holding an arbitrary pickled object is refused (weights_only=True), not executed.
     torch.save({"optimizer": {}, "value_head": None, "generator": LoopState()}, path / STATE_FILE)

@@ -6,6 +6,8 @@
   ``LOSS_AGGREGATORS`` (token_mean, seq_mean_token_mean, seq_mean_token_sum_norm).
 - :mod:`rlvr_ray.algo.kl`: ``kl_penalty`` and ``KL_ESTIMATORS`` (k1, k2, k3).
 - :mod:`rlvr_ray.algo.presets`: ``PRESETS`` (ppo, grpo, dr_grpo, rloo, reinforce_pp, dapo), ``resolve_preset``.
+- :mod:`rlvr_ray.algo.lr_control`: ``LR_CONTROLLERS`` (constant, kl_adaptive): the next step's learning rate
+  from this step's approx KL.
 """
 
 from rlvr_ray.algo.advantages import (
@@ -24,6 +26,7 @@ from rlvr_ray.algo.losses import (
     ppo_clip_loss,
     value_loss,
 )
+from rlvr_ray.algo.lr_control import LR_CONTROLLERS, LRBounds, get_lr_controller
 from rlvr_ray.algo.masked import masked_mean, masked_whiten
 from rlvr_ray.algo.presets import PRESETS, AlgorithmPreset, get_preset, resolve_preset
 
@@ -32,13 +35,16 @@ __all__ = [
     "KL_ESTIMATORS",
     "LOSS_AGGREGATORS",
     "LOSS_AGG_MODES",
+    "LR_CONTROLLERS",
     "PRESETS",
     "AdvantageInputs",
     "AlgorithmPreset",
+    "LRBounds",
     "aggregate",
     "compute_advantages",
     "entropy_from_logits",
     "get_advantage_estimator",
+    "get_lr_controller",
     "get_preset",
     "kl_penalty",
     "masked_mean",

@@ -44,6 +44,7 @@ from rlvr_ray.algo.losses import (
     truncated_is_weight,
     value_loss,
 )
+from rlvr_ray.algo.lr_control import LRBounds, get_lr_controller
 from rlvr_ray.algo.masked import masked_mean
 from rlvr_ray.algo.presets import AlgorithmPreset, resolve_preset
 from rlvr_ray.algo.shaping import overlong_penalty, varied_groups
@@ -149,6 +150,10 @@ class Learner:
         self.reference = reference
         self.optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
         self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.lr_bounds = LRBounds(
+            cfg.lr_control_target_kl, cfg.lr_control_factor, cfg.learning_rate * cfg.lr_control_min_scale,
+            cfg.learning_rate,
+        )  # fmt: skip
         # Whether the passes may leave out samples with zero advantage, and the proximal pass the first mini-batch:
         # only when the policy term is the whole loss (no critic values, reference logprobs or entropy bonus).
         self.lean = not self.preset.use_critic and cfg.kl_coef == 0 and cfg.entropy_coef == 0 and not cfg.early_stopping
@@ -367,15 +372,17 @@ class Learner:
         tensors, prepared = self.prepare(batch, first_order[:mini] if self.lean else None)
         deferred = bool(tensors.deferred.any())
         n_steps, stopped_early = 0, 0.0
+        step_kl = torch.zeros(2, dtype=torch.float64)  # the whole step's sum of token approx-KL, token count
         for epoch in range(cfg.ppo_epochs):
             order = first_order if epoch == 0 else torch.randperm(len(batch), generator=self.generator)
-            kl_sums = torch.zeros(2, dtype=torch.float64)  # this epoch's sum of token approx-KL, token count
+            kl_sums = torch.zeros(2, dtype=torch.float64)  # this epoch's
             for start in range(0, len(batch), mini):
-                step_stats, step_kl = self._optimizer_step(batch, tensors, order[start : start + mini], micro)
-                kl_sums += step_kl
+                step_stats, mini_kl = self._optimizer_step(batch, tensors, order[start : start + mini], micro)
+                kl_sums += mini_kl
                 for k, v in step_stats.items():
                     stats_sum[k] += v
                 n_steps += 1
+            step_kl += kl_sums
             if cfg.early_stopping:
                 kl_total, tokens = self.global_sum(kl_sums).tolist()
                 if kl_total / max(tokens, 1.0) > cfg.target_kl:
@@ -387,7 +394,21 @@ class Learner:
             prepared.update(self.proximal_stats(batch, tensors))
         stats.update(prepared)
         stats.update({"ppo/optimizer_steps": float(n_steps), "ppo/early_stopped": stopped_early})
+        stats.update(self.control_lr(step_kl))
         return stats
+
+    def control_lr(self, kl_sums: torch.Tensor) -> dict[str, float]:
+        """Set the next step's learning rate from this step's approx KL ([2]: sum over tokens, token count, this
+        rank's; the token mean is over every rank, so all ranks set the same rate). Stats: ``update/lr``, the rate
+        this step used, and ``update/step_kl``."""
+        kl_total, tokens = self.global_sum(kl_sums).tolist()
+        kl = kl_total / max(tokens, 1.0)
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        if self.cfg.lr_control != "constant":
+            next_lr = get_lr_controller(self.cfg.lr_control)(lr, kl, self.lr_bounds)
+            for group in self.optimizer.param_groups:
+                group["lr"] = next_lr
+        return {"update/lr": lr, "update/step_kl": kl}
 
     def _optimizer_step(
         self, batch: TrainBatch, t: StepTensors, index: torch.Tensor, micro: int

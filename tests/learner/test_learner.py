@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -365,3 +366,44 @@ def test_stale_samples_get_the_truncated_importance_ratio(tmp_path: Path) -> Non
     assert stats["offpolicy/is_clipped_frac"] == pytest.approx(float(batch.mask[4:].sum()) / stale_tokens, abs=1e-6)
     update = learner.update(batch)
     assert update["offpolicy/is_weight_max"] == pytest.approx(2.0)
+
+
+def test_kl_adaptive_lr_cuts_the_rate_after_a_step_over_the_band_and_constant_keeps_it(tmp_path: Path) -> None:
+    rewards = [1, 0, 0, 1, 0, 1, 1, 0]
+    learner, model_dir = make_learner(tmp_path, "grpo", lr_control="kl_adaptive", lr_control_target_kl=1e-9)
+    batch = build_train_batch(engine_rollouts(model_dir, rewards), VOCAB.pad)
+    stats = learner.update(batch)
+    assert stats["update/lr"] == 1e-2  # the rate this step used; the next one is cut
+    assert stats["update/step_kl"] > 2e-9
+    assert learner.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 / 1.5, rel=1e-12)
+    assert learner.update(batch)["update/lr"] == pytest.approx(1e-2 / 1.5, rel=1e-12)
+    # a target far above anything a step does: the rate grows back, but never past learning_rate
+    learner.cfg = learner.cfg.model_copy(update={"lr_control_target_kl": 1e6})
+    learner.lr_bounds = dataclasses.replace(learner.lr_bounds, target_kl=1e6)
+    learner.update(batch)
+    assert learner.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 / 1.5, rel=1e-12)  # cut twice, up once
+    learner.update(batch)
+    assert learner.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2, rel=1e-12)
+    learner.update(batch)
+    assert learner.optimizer.param_groups[0]["lr"] == 1e-2  # held at the ceiling
+    constant, _ = make_learner(tmp_path / "constant", "grpo")
+    stats = constant.update(batch)
+    assert stats["update/lr"] == 1e-2 and constant.optimizer.param_groups[0]["lr"] == 1e-2
+    assert stats["update/step_kl"] > 0
+
+
+def test_step_kl_is_the_token_mean_of_the_approx_kl_over_the_optimizer_steps(tmp_path: Path) -> None:
+    learner, model_dir = make_learner(tmp_path, "grpo", ppo_epochs=2, early_stopping=True, target_kl=1e6)
+    batch = build_train_batch(engine_rollouts(model_dir, [1, 0, 0, 1, 0, 1, 1, 0]), VOCAB.pad)
+    sums = torch.zeros(2, dtype=torch.float64)
+    step = learner._optimizer_step
+
+    def recording(*args, **kwargs):  # type: ignore[no-untyped-def]
+        stats, kl = step(*args, **kwargs)
+        sums.add_(kl)
+        return stats, kl
+
+    learner._optimizer_step = recording  # type: ignore[method-assign]
+    stats = learner.update(batch)
+    assert stats["ppo/optimizer_steps"] == 4 and float(sums[0]) > 0
+    assert stats["update/step_kl"] == pytest.approx(float(sums[0] / sums[1]), rel=1e-12)

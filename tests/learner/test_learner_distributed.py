@@ -45,7 +45,8 @@ def rank_main(rank: int, world: int, port: int, workdir: str, settings: dict, dd
         batch: TrainBatch = torch.load(work / "batch.pt", weights_only=False)
         learner = make_rank_learner(work / "policy", settings, ddp)
         stats = learner.update(shard_by_groups(batch, rank, world), world)
-        (work / f"stats{rank}.json").write_text(json.dumps(stats))
+        next_lr = learner.optimizer.param_groups[0]["lr"]
+        (work / f"stats{rank}.json").write_text(json.dumps({**stats, "next_lr": next_lr}))
         grads = {k: p.grad for k, p in learner.policy.named_parameters() if p.grad is not None}
         torch.save(grads, work / f"rank{rank}.pt")
     finally:
@@ -70,19 +71,23 @@ def setup_workdir(tmp_path: Path, rewards: list[float], cut: bool = False) -> Tr
     return batch
 
 
-def test_early_stopping_is_the_same_decision_on_every_rank(tmp_path: Path) -> None:
+def test_early_stopping_and_the_lr_guard_take_the_same_decision_on_every_rank(tmp_path: Path) -> None:
     # Rank 0 holds a group with a learning signal, rank 1 a group of equal rewards (zero advantage, zero gradient):
     # without DDP only rank 0's policy moves, so only its own approx-KL passes target_kl. Deciding on the
-    # rank's own shard, rank 0 stops after one epoch and rank 1 runs all four; the global KL stops both.
+    # rank's own shard, rank 0 stops after one epoch and rank 1 runs all four; the global KL stops both. The same
+    # for the learning-rate guard: on its own shard rank 1 (KL 0) would keep the rate and rank 0 cut it.
     setup_workdir(tmp_path, [1, 0, 0, 1, 1, 1, 1, 1])
     settings = {
         "algorithm": "grpo", "batch_size": 8, "group_size": 4, "mini_batch_size": 4, "learning_rate": 0.05,
-        "ppo_epochs": 4, "early_stopping": True, "target_kl": 1e-6,
+        "ppo_epochs": 4, "early_stopping": True, "target_kl": 1e-6, "lr_control": "kl_adaptive",
+        "lr_control_target_kl": 1e-6,
     }  # fmt: skip
     run_ranks(tmp_path, settings, ddp=False)
     stats = [json.loads((tmp_path / f"stats{r}.json").read_text()) for r in range(2)]
     assert stats[0]["ppo/optimizer_steps"] == stats[1]["ppo/optimizer_steps"] == 2.0  # 1 epoch of 2 mini-batches
     assert stats[0]["ppo/early_stopped"] == stats[1]["ppo/early_stopped"] == 1.0
+    assert stats[0]["update/step_kl"] == stats[1]["update/step_kl"] > 2e-6
+    assert stats[0]["next_lr"] == stats[1]["next_lr"] == pytest.approx(0.05 / 1.5, rel=1e-12)
 
 
 @pytest.mark.parametrize(

@@ -104,6 +104,10 @@ def test_the_shipped_reward_sweep_varies_what_changes_training() -> None:
             {"space": {"training.target_kl": {"loguniform": [0.01, 0.1]}}},
             "training.target_kl is ignored unless training.early_stopping is true",
         ),
+        (  # the guard's target does nothing while the rate is constant
+            {"space": {"training.lr_control_target_kl": {"grid": [0.001, 0.01]}}},
+            "training.lr_control_target_kl is ignored unless training.lr_control is kl_adaptive",
+        ),
         (  # k2 and k3 differ only where a KL term is used
             {"space": {"training.kl_coef": {"choice": [0.0, 0.01]}, "training.kl_estimator": {"choice": ["k2", "k3"]}}},
             "training.kl_estimator is ignored unless training.kl_coef > 0",
