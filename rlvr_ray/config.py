@@ -147,10 +147,10 @@ class TrainingConfig(_Section):
     learning_rate * lr_control_min_scale and learning_rate. The rate in force is logged as ``update/lr`` and saved
     with the optimizer, so a resume goes on with it."""
     lr_control_target_kl: float = Field(4e-4, gt=0)
-    """kl_adaptive only: the step KL the rate is kept around. Measured (docs/results.md, "Nine warm starts"): at a
-    constant lr 5e-5 the mean step KL was 3e-5 to 4e-5 from partly trained warm starts and 1.2e-4 from a 0.985 one;
-    at 2e-4, 8.4e-4 and 2.4e-3. With lr 2e-4, a target of 4e-4 kept a mean rate of 1.75e-4 on the first and 1.44e-4
-    on the second."""
+    """kl_adaptive only: the step KL the rate is kept around. Measured (docs/results.md, "The learning-rate
+    guard"): at a constant lr 5e-5 the mean step KL was 3e-5 to 4e-5 from partly trained warm starts and 1.2e-4
+    from a 0.985 one; at 2e-4, 8.4e-4 and 2.4e-3. With lr 2e-4, a target of 4e-4 kept a mean rate of 1.75e-4 on
+    the first and 1.44e-4 on the second."""
     lr_control_factor: float = Field(1.5, gt=1)
     """kl_adaptive only: what the rate is divided or multiplied by after each step out of the band."""
     lr_control_min_scale: float = Field(0.01, gt=0, le=1)

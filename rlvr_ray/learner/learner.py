@@ -404,10 +404,9 @@ class Learner:
         kl_total, tokens = self.global_sum(kl_sums).tolist()
         kl = kl_total / max(tokens, 1.0)
         lr = float(self.optimizer.param_groups[0]["lr"])
-        if self.cfg.lr_control != "constant":
-            next_lr = get_lr_controller(self.cfg.lr_control)(lr, kl, self.lr_bounds)
-            for group in self.optimizer.param_groups:
-                group["lr"] = next_lr
+        next_lr = get_lr_controller(self.cfg.lr_control)(lr, kl, self.lr_bounds)
+        for group in self.optimizer.param_groups:
+            group["lr"] = next_lr
         return {"update/lr": lr, "update/step_kl": kl}
 
     def _optimizer_step(
