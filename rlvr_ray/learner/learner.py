@@ -150,10 +150,6 @@ class Learner:
         self.reference = reference
         self.optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.lr_bounds = LRBounds(
-            cfg.lr_control_target_kl, cfg.lr_control_factor, cfg.learning_rate * cfg.lr_control_min_scale,
-            cfg.learning_rate,
-        )  # fmt: skip
         # Whether the passes may leave out samples with zero advantage, and the proximal pass the first mini-batch:
         # only when the policy term is the whole loss (no critic values, reference logprobs or entropy bonus).
         self.lean = not self.preset.use_critic and cfg.kl_coef == 0 and cfg.entropy_coef == 0 and not cfg.early_stopping
@@ -396,6 +392,15 @@ class Learner:
         stats.update({"ppo/optimizer_steps": float(n_steps), "ppo/early_stopped": stopped_early})
         stats.update(self.control_lr(step_kl))
         return stats
+
+    @property
+    def lr_bounds(self) -> LRBounds:
+        """The learning-rate guard's target and bounds, read from the config."""
+        cfg = self.cfg
+        return LRBounds(
+            cfg.lr_control_target_kl, cfg.lr_control_factor, cfg.learning_rate * cfg.lr_control_min_scale,
+            cfg.learning_rate,
+        )  # fmt: skip
 
     def control_lr(self, kl_sums: torch.Tensor) -> dict[str, float]:
         """Set the next step's learning rate from this step's approx KL ([2]: sum over tokens, token count, this
