@@ -161,12 +161,18 @@ class Controller:
 
     def step(self, step: int, last: bool, state: LoopState) -> dict[str, float]:
         """One RL step (the learner's weights are version ``step``); returns its metrics."""
-        timer = Timer()
-        timer.run("submit", self.buffer.fill, step, self.cfg.training.total_steps - 1)  # 1. prompts + 2. rollout
+        timer, last_step, ahead = Timer(), self.cfg.training.total_steps - 1, self.submits_ahead(step, last)
+        timer.run("submit", self.buffer.fill, step, last_step)  # 1. prompts + 2. rollout
         rollouts, prescored = timer.run("wait_rollout", self.buffer.take, step, step)
         scored: ScoredBatch = timer.run("verify", self.verifier.score, rollouts, prescored)  # 3. verify (streamed)
         stats, _ = timer.run("update", self.learner.update, scored, step, last)  # 4. advantages + loss, 5. update
+        if ahead:  # sampled while the engines still generate, so submitting after the sync is quick
+            timer.run("sample_ahead", self.buffer.prepare, step + 1, last_step)
         timer.run("sync", self.push_weights, self.learner.policy_state(self.state_on_cpu), step + 1)  # 6. sync
+        # The version the engines report, asked before a generation queued ahead would make the answer wait for it.
+        engine_version = min(timer.run("sync_check", self.rollout.versions))
+        if ahead:  # the engines go on at once, while this step is logged
+            timer.run("submit_ahead", self.buffer.fill, step + 1, last_step)
         state.ledger.append(ledger_record(step, rollouts))
         staleness, seconds = staleness_of(rollouts, step), timer.seconds
         return {
@@ -180,8 +186,17 @@ class Controller:
             "async/staleness_max": float(staleness.max()),
             "async/refused_batches": float(self.buffer.refused),
             "recovery/rollout_respawns": float(self.rollout.respawns),
-            "sync/engine_version": float(min(self.rollout.versions())),  # as the engines report it
+            "sync/engine_version": float(engine_version),
         }
+
+    def submits_ahead(self, step: int, last: bool) -> bool:
+        """Whether the next step's generations are submitted as soon as this step's weights are in, rather than
+        when the next step starts. Only when pipelined (``max_staleness > 0``; the synchronous loop stays call for
+        call) and only after a plain step: a held-out eval or a checkpoint runs off the train clock, and a
+        generation queued before it would run unclocked. The samples are the same either way: the generation is
+        queued behind the same weight version."""
+        plain = not (last or is_eval_step(self.cfg, step) or is_checkpoint_step(self.cfg, step))
+        return self.cfg.training.max_staleness > 0 and plain
 
     def after_step(self, step: int, metrics: dict[str, float], last: bool, state: LoopState) -> None:
         """Held-out eval, logging, checkpoint and Ray Train report of a finished step (off the train clock)."""

@@ -69,6 +69,7 @@ class RolloutBuffer:
     ) -> None:
         self.group, self.sample, self.sampling, self.k, self.prescore = group, sample, sampling, max_staleness, prescore
         self.pending: dict[int, Any] = {}
+        self.prompts: dict[int, PromptBatch] = {}  # sampled ahead by :meth:`prepare`, not submitted yet
         self.prescored: dict[int, list[Any]] = {}
         self.ready: dict[int, RolloutBatch] = {}
         self.refused = 0
@@ -77,13 +78,25 @@ class RolloutBuffer:
         """The step's sampling spec: a fresh, reproducible seed per step."""
         return dataclasses.replace(self.sampling, seed=self.sampling.seed * 1_000_003 + step)
 
+    def unsubmitted(self, step: int, last_step: int) -> list[int]:
+        """The steps ``step .. min(step + k, last_step)`` whose generations are neither in flight nor collected."""
+        window = range(step, min(step + self.k, last_step) + 1)
+        return [later for later in window if later not in self.pending and later not in self.ready]
+
+    def prepare(self, step: int, last_step: int) -> None:
+        """Sample the prompts that ``fill(step, last_step)`` will submit, so that call only submits (the prompt
+        stream is a function of the step, so sampling early changes nothing)."""
+        for later in self.unsubmitted(step, last_step):
+            if later not in self.prompts:
+                self.prompts[later] = self.sample(later)
+
     def fill(self, step: int, last_step: int) -> None:
         """Submit the generations of steps ``step .. min(step + k, last_step)`` that are not in flight yet."""
-        for later in range(step, min(step + self.k, last_step) + 1):
-            if later not in self.pending and later not in self.ready:
-                self.pending[later] = self.group.submit(self.sample(later), self.spec(later))
-                if self.prescore is not None:
-                    self.prescored[later] = self.prescore(self.pending[later])
+        for later in self.unsubmitted(step, last_step):
+            prompts = self.prompts.pop(later) if later in self.prompts else self.sample(later)
+            self.pending[later] = self.group.submit(prompts, self.spec(later))
+            if self.prescore is not None:
+                self.prescored[later] = self.prescore(self.pending[later])
 
     def take(self, step: int, learner_version: int) -> tuple[RolloutBatch, list[Any] | None]:
         """Step ``step``'s rollouts, within the staleness bound (a batch over it is refused and regenerated), and

@@ -72,10 +72,11 @@ class InProcessVerifier:
         return ScoredBatch(rollouts, scores, {})
 
 
-def make_run(policy: str, max_staleness: int) -> tuple[RunConfig, LearnerRank, InProcessGroup]:
+def make_run(policy: str, max_staleness: int, **overrides: int) -> tuple[RunConfig, LearnerRank, InProcessGroup]:
     training = TrainingConfig(
         batch_size=16, group_size=4, mini_batch_size=8, max_generation_length=10, complexity_range=(1, 1),
         learning_rate=3e-3, seed=3, max_staleness=max_staleness, ppo_steps=STEPS, reward_type="combined",
+        **overrides,
     )  # fmt: skip
     cfg = RunConfig(model=TINY, training=training)
     torch.manual_seed(0)
@@ -84,11 +85,17 @@ def make_run(policy: str, max_staleness: int) -> tuple[RunConfig, LearnerRank, I
     return cfg, learner, InProcessGroup(policy)
 
 
-def controller_weights(policy: str, max_staleness: int) -> tuple[dict[str, torch.Tensor], list[dict], Controller]:
-    cfg, learner, group = make_run(policy, max_staleness)
+def controller_weights(
+    policy: str, max_staleness: int, pending_after: list[set[int]] | None = None, **overrides: int
+) -> tuple[dict[str, torch.Tensor], list[dict], Controller]:
+    """Runs the controller's steps; ``pending_after`` gets the steps whose generations are in flight after each."""
+    cfg, learner, group = make_run(policy, max_staleness, **overrides)
     controller = Controller(cfg, VOCAB, learner, group, InProcessVerifier(cfg.training), tracker=None)
-    state = LoopState()
-    metrics = [controller.step(step, step + 1 == STEPS, state) for step in range(STEPS)]
+    state, metrics = LoopState(), []
+    for step in range(STEPS):
+        metrics.append(controller.step(step, step + 1 == STEPS, state))
+        if pending_after is not None:
+            pending_after.append(set(controller.buffer.pending))
     return learner.policy_state(), metrics, controller
 
 
@@ -130,6 +137,25 @@ def test_max_staleness_1_trains_on_one_version_old_samples_and_differs(policy: s
     assert not any("mismatch/logprob_max_abs_diff" in m for m in metrics[1:])
     reference = synchronous_weights(policy)
     assert any(not torch.equal(weights[name], tensor) for name, tensor in reference.items())
+
+
+def test_after_a_plain_step_the_next_generation_is_queued_behind_the_new_weights(policy: str) -> None:
+    """Pipelined, the generation for step s+2 is submitted right after step s's weights are pushed (the engines do
+    not idle while step s is logged), except after an eval or checkpoint step, whose pause must not hide it. The
+    samples are the same either way: it is queued behind the same weight version."""
+    pending: list[set[int]] = []
+    weights, metrics, controller = controller_weights(policy, 1, pending, eval_every=2)
+    assert pending == [{1, 2}, {2}, {3}, set()]  # after step 0 (plain): 1 and 2; after step 1 (eval): nothing new
+    assert [m["async/staleness_max"] for m in metrics] == [0.0, 1.0, 1.0, 1.0]
+    assert controller.buffer.prompts == {}  # every batch sampled ahead (while the engine generated) was submitted
+    never_ahead: list[set[int]] = []
+    reference, _, _ = controller_weights(policy, 1, never_ahead, eval_every=1)  # every step evaluates
+    assert never_ahead == [{1}, {2}, {3}, set()]
+    for name, tensor in reference.items():
+        assert torch.equal(weights[name], tensor), name
+    synchronous: list[set[int]] = []
+    controller_weights(policy, 0, synchronous)
+    assert synchronous == [set()] * STEPS  # the synchronous loop submits each step's generation when it starts
 
 
 def test_snapshot_restores_the_in_flight_generations_exactly(policy: str) -> None:
