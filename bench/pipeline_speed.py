@@ -58,24 +58,30 @@ def busy_fraction(samples: list[tuple[float, float, float]], windows: list[tuple
     return busy / total if total else float("nan")
 
 
+def plain_step_spans(timestamps: dict[int, float], eval_steps: set[int]) -> list[tuple[float, float]]:
+    """(end of step s-1, end of step s) for each step s that did not evaluate.
+
+    >>> plain_step_spans({0: 1.0, 1: 2.0, 2: 3.5, 3: 4.0, 4: 4.5}, {2})
+    [(1.0, 2.0), (3.5, 4.0), (4.0, 4.5)]
+    """
+    pairs = itertools.pairwise(sorted(timestamps))
+    return [(timestamps[a], timestamps[b]) for a, b in pairs if b not in eval_steps]
+
+
 def plain_step_windows(timestamps: dict[int, float], eval_steps: set[int]) -> list[tuple[float, float]]:
-    """The spans of consecutive steps that did not evaluate: (end of step s-1, end of step s) for each such step s,
-    adjacent ones merged (a CPU sample, 0.5 s, is longer than one step of the pipelined loop, so it must be able
-    to span several steps).
+    """The plain step spans with adjacent ones merged (a CPU sample, 0.5 s, is longer than one step of the
+    pipelined loop, so it must be able to span several steps).
 
     >>> plain_step_windows({0: 1.0, 1: 2.0, 2: 3.5, 3: 4.0, 4: 4.5}, {2})
     [(1.0, 2.0), (3.5, 4.5)]
     """
-    steps = sorted(timestamps)
-    spans: list[tuple[float, float]] = []
-    for a, b in itertools.pairwise(steps):
-        if b in eval_steps:
-            continue
-        if spans and spans[-1][1] == timestamps[a]:
-            spans[-1] = (spans[-1][0], timestamps[b])
+    windows: list[tuple[float, float]] = []
+    for start, stop in plain_step_spans(timestamps, eval_steps):
+        if windows and windows[-1][1] == start:
+            windows[-1] = (windows[-1][0], stop)
         else:
-            spans.append((timestamps[a], timestamps[b]))
-    return spans
+            windows.append((start, stop))
+    return windows
 
 
 def wall_steps_per_s(timestamps: dict[int, float], eval_steps: set[int]) -> float:
@@ -85,7 +91,7 @@ def wall_steps_per_s(timestamps: dict[int, float], eval_steps: set[int]) -> floa
     >>> wall_steps_per_s({0: 1.0, 1: 2.0, 2: 3.5, 3: 4.0, 4: 4.5}, {2})
     1.5
     """
-    spans = [(timestamps[a], timestamps[b]) for a, b in itertools.pairwise(sorted(timestamps)) if b not in eval_steps]
+    spans = plain_step_spans(timestamps, eval_steps)
     return len(spans) / sum(stop - start for start, stop in spans)
 
 
