@@ -49,6 +49,9 @@ def rank_main(rank: int, world: int, port: int, workdir: str, settings: dict, dd
         (work / f"stats{rank}.json").write_text(json.dumps({**stats, "next_lr": next_lr}))
         grads = {k: p.grad for k, p in learner.policy.named_parameters() if p.grad is not None}
         torch.save(grads, work / f"rank{rank}.pt")
+        # Both ranks finish before either tears the group down: a rank that destroyed its group while the other
+        # still used the connection can take gloo's background thread down with std::terminate (SIGABRT).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
