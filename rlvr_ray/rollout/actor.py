@@ -25,7 +25,14 @@ from ray.exceptions import RayActorError
 from rlvr_ray.config import RolloutConfig, SyncConfig
 from rlvr_ray.policy import PolicySource
 from rlvr_ray.rollout.engine import derive_seed, make_engine
-from rlvr_ray.sync.object_store import WeightSyncError, WeightSyncTimeout, put_weights, send_weights
+from rlvr_ray.sync.object_store import (
+    StoredWeights,
+    WeightSyncError,
+    WeightSyncTimeout,
+    as_tensors,
+    put_weights,
+    send_weights,
+)
 from rlvr_ray.types import Completion, PromptBatch, RolloutBatch, SamplingSpec
 
 if TYPE_CHECKING:
@@ -64,11 +71,11 @@ class RolloutWorker:
         completions = self.engine.generate(prompts, spec)
         return completions, self._version, time.perf_counter() - start
 
-    def update_weights(self, state: Mapping[str, torch.Tensor] | ray.ObjectRef, version: int) -> int:
+    def update_weights(self, state: Mapping[str, torch.Tensor] | StoredWeights | ray.ObjectRef, version: int) -> int:
         """Load ``state`` in place and record ``version``; returns it as the acknowledgement."""
         # Ray resolves a ref passed as a top-level argument, but not one handed over inside a container.
         weights = ray.get(state) if isinstance(state, ray.ObjectRef) else state
-        self.engine.load_weights(weights)
+        self.engine.load_weights(as_tensors(weights))
         self._version = version
         return version
 

@@ -14,6 +14,7 @@ from rollout_testkit import VOCAB, hf_greedy, hf_logprobs, max_abs_diff, mixed_p
 from rlvr_ray.config import RolloutConfig
 from rlvr_ray.policy import load_policy
 from rlvr_ray.rollout.engine import make_engine
+from rlvr_ray.sync.object_store import StoredWeights
 from rlvr_ray.types import SamplingSpec
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -79,7 +80,8 @@ def test_load_weights_in_place_then_generations_follow_new_model(
     prompts = mixed_prompts(8, seed=23, min_body=39, max_body=39)
     original = [c.token_ids for c in engine.generate(prompts, spec(greedy=True))]
     try:
-        engine.load_weights(load_policy(other_policy_dir).state_dict())
+        # In the form a rollout actor hands it over: tensors read in place from the object store's read-only bytes.
+        engine.load_weights(StoredWeights.from_tensors(load_policy(other_policy_dir).state_dict()).tensors())
         greedy = [c.token_ids for c in engine.generate(prompts, spec(greedy=True))]
         assert greedy == hf_greedy(other_policy_dir, prompts, 12) != original
         sampled = engine.generate(prompts, spec(n=2, temperature=0.7))

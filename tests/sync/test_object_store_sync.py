@@ -102,7 +102,7 @@ def test_push_advances_every_actor_and_generations_follow(actors: list[Any], syn
     version = next(VERSIONS)
     ref = push_weights(actors, load_policy(trained_dir).state_dict(), version, deadline_s=120)
     assert ray.get([a.version.remote() for a in actors]) == [version, version]
-    stored = ray.get(ref)
+    stored = ray.get(ref).tensors()
     for name, tensor in load_policy(trained_dir).state_dict().items():
         assert torch.equal(stored[name], tensor)
     expected = [c.token_ids for c in TorchEngine(trained_dir).generate(PROMPTS, SPEC)]
@@ -129,7 +129,8 @@ def test_push_puts_one_contiguous_cpu_copy(
     monkeypatch.setattr(object_store.ray, "put", counting_put)
     ref = push_weights(actors, state, next(VERSIONS), deadline_s=120)
     assert len(puts) == 1
-    assert ray.get(ref)[square].is_contiguous()
+    stored = ray.get(ref).tensors()
+    assert stored[square].is_contiguous() and torch.equal(stored[square], state[square])
 
 
 def test_hanging_actor_raises_timeout_naming_it(actors: list[Any], sync_policy_dirs: tuple[str, str], fault) -> None:
