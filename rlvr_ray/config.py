@@ -215,7 +215,7 @@ class TrainingConfig(_Section):
     correct_weight: float = Field(0.7, ge=0)
     """Weight of the exact-answer reward in combined."""
     log_every: int = Field(1, ge=1)
-    """Steps between metric logs."""
+    """Steps between metric logs to MLflow (each logs its own step's values); eval and checkpoint steps always log."""
     eval_every: int = Field(50, ge=1)
     """Steps between held-out evaluations (also the Tune report cadence)."""
     checkpoint_every: int = Field(50, ge=1)
@@ -382,7 +382,7 @@ class EvalConfig(_Section):
     """Generation budget per problem; None: the longest completion the largest evaluated complexity can need
     (k(k+1)+1 tokens), and at least training.max_generation_length."""
     batch_size: int = Field(256, ge=1)
-    """Greedy decoding batch."""
+    """Most prompts per greedy ``generate`` call (a complexity's prompts are split into such batches)."""
 
 
 class TrackingConfig(_Section):

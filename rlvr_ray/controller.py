@@ -50,6 +50,12 @@ def is_checkpoint_step(cfg: RunConfig, step: int, last: bool = False) -> bool:
     return last or (step + 1) % cfg.training.checkpoint_every == 0 or step + 1 == cfg.training.total_steps
 
 
+def is_log_step(cfg: RunConfig, step: int, last: bool = False) -> bool:
+    """Every ``training.log_every`` steps, and every step that evaluates or checkpoints (its report carries them)."""
+    t = cfg.training
+    return (step + 1) % t.log_every == 0 or is_eval_step(cfg, step, last) or is_checkpoint_step(cfg, step, last)
+
+
 class Timer:
     """Wall time per stage of one step, as ``perf/<stage>_s`` metrics."""
 
@@ -199,7 +205,10 @@ class Controller:
         return self.cfg.training.max_staleness > 0 and plain
 
     def after_step(self, step: int, metrics: dict[str, float], last: bool, state: LoopState) -> None:
-        """Held-out eval, logging, checkpoint and Ray Train report of a finished step (off the train clock)."""
+        """Held-out eval, logging, checkpoint and Ray Train report of a finished step (off the train clock).
+
+        A step that is not logged (``training.log_every``) loses only its own values: counters such as
+        ``async/refused_batches`` are running totals, and the next logged step carries them."""
         evaluate_now, save = is_eval_step(self.cfg, step, last), is_checkpoint_step(self.cfg, step, last)
         if evaluate_now:
             rows = evaluate_run(self.engine_generate, self.vocab, self.cfg)
@@ -208,7 +217,8 @@ class Controller:
             now = watched(((r.complexity, r.accuracy, r.n) for r in rows), self.cfg.training.complexity_range)
             metrics.update(self.guard(step, now, last, state))
             state.best_eval_accuracy = max(state.best_eval_accuracy, metrics["eval/accuracy"])
-        self.tracker.log_metrics(metrics, step)
+        if is_log_step(self.cfg, step, last):
+            self.tracker.log_metrics(metrics, step)
         if save:
             state.inflight = self.buffer.snapshot()
         if evaluate_now or save:  # every report carries the latest held-out metrics (Tune reads them from each)

@@ -69,10 +69,12 @@ def evaluate(
     seed: int,
     max_tokens: int,
     split: Split = "eval",
+    batch_size: int = 256,
 ) -> list[EvalRow]:
     """Greedy-decode up to ``n`` distinct held-out problems per complexity with ``generate`` and score them.
 
-    ``split`` "train" draws from the training side instead (the SFT probe: never the held-out set).
+    ``split`` "train" draws from the training side instead (the SFT probe: never the held-out set). Each
+    ``generate`` call gets at most ``batch_size`` prompts.
     """
     from rlvr_ray.verify.rewards import chain_exact, score_batch
 
@@ -82,7 +84,8 @@ def evaluate(
         held = held_out_problems(vocab, k, n, seed, split)
         problems = held.problems
         prompts = problems.prompt_lists()
-        completions = [c.token_ids for c in generate(prompts, spec)]
+        batches = (prompts[start : start + batch_size] for start in range(0, len(prompts), batch_size))
+        completions = [c.token_ids for batch in batches for c in generate(batch, spec)]
         scores = score_batch(prompts, completions, problems.answers.tolist(), vocab, "correct", 0.0, 1.0)
         exact = [chain_exact(p, c, vocab) for p, c in zip(prompts, completions, strict=True)]
         rates = float(scores.correct.mean()), float(scores.boxed.mean()), float(np.mean(exact))
@@ -103,7 +106,7 @@ def eval_max_tokens(cfg: RunConfig) -> int:
 def evaluate_run(generate: GenerateFn, vocab: Vocab, cfg: RunConfig) -> list[EvalRow]:
     """THE held-out evaluation of a run (``cfg.eval``): the in-run eval, the before/after tables and the CLI."""
     e = cfg.eval
-    return evaluate(generate, vocab, e.complexities, e.n, e.seed, eval_max_tokens(cfg))
+    return evaluate(generate, vocab, e.complexities, e.n, e.seed, eval_max_tokens(cfg), batch_size=e.batch_size)
 
 
 def rows_to_metrics(rows: Sequence[EvalRow], prefix: str = "eval") -> dict[str, float]:

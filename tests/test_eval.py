@@ -14,6 +14,7 @@ from rlvr_ray.eval import (
     eval_max_tokens,
     evaluate,
     evaluate_policy_dir,
+    evaluate_run,
     format_before_after,
     format_table,
     main,
@@ -80,6 +81,31 @@ def test_eval_prompts_are_distinct_held_out_prompts_and_the_real_count_is_report
     assert [(r.complexity, r.n, r.space, r.held_out) for r in rows] == [(1, 107, 507, 107), (3, 200, k3_space, None)]
     table = format_table(rows)
     assert "k=1: all 107 held-out prompts used (of 507" in table and "k=3:" not in table
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 40, 256])
+def test_batch_size_caps_each_generate_call_and_changes_nothing_else(batch_size: int) -> None:
+    calls: list[list[list[int]]] = []
+
+    def record(prompts: list[list[int]], spec: SamplingSpec) -> list[Completion]:
+        calls.append(prompts)
+        return oracle(prompts, spec) if len(calls) % 2 else wrong_answer(prompts, spec)  # odd calls answer right
+
+    rows = evaluate(record, VOCAB, [2, 3], n=40, seed=1, max_tokens=40, batch_size=batch_size)
+    assert max(len(c) for c in calls) == min(batch_size, 40)
+    assert len(calls) == 2 * -(-40 // batch_size)
+    whole: list[list[list[int]]] = []
+    evaluate(lambda prompts, spec: whole.append(prompts) or oracle(prompts, spec), VOCAB, [2, 3], 40, 1, 40)
+    assert [p for c in calls for p in c] == [p for c in whole for p in c]  # the same prompts, in the same order
+    right = sum(len(c) for i, c in enumerate(calls) if i % 2 == 0)
+    assert sum(r.accuracy * r.n for r in rows) == pytest.approx(right)  # each answer scored against its prompt
+
+
+def test_run_eval_reads_eval_batch_size() -> None:
+    cfg = load_config("train_rlvr_test", ["eval.batch_size=3", "eval.complexities=[1,2]", "eval.n=10"])
+    sizes: list[int] = []
+    evaluate_run(lambda prompts, spec: sizes.append(len(prompts)) or oracle(prompts, spec), VOCAB, cfg)
+    assert sizes == [3, 3, 3, 1] * 2
 
 
 def test_one_set_of_defaults_from_the_config() -> None:

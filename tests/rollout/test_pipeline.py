@@ -15,7 +15,7 @@ import torch
 from rollout_testkit import TINY, VOCAB, make_policy
 
 from rlvr_ray.config import RunConfig, TrainingConfig
-from rlvr_ray.controller import Controller
+from rlvr_ray.controller import Controller, is_log_step
 from rlvr_ray.learner.checkpoint import LoopState
 from rlvr_ray.learner.learner import Learner
 from rlvr_ray.learner.model import PolicyWithValue
@@ -156,6 +156,33 @@ def test_after_a_plain_step_the_next_generation_is_queued_behind_the_new_weights
     synchronous: list[set[int]] = []
     controller_weights(policy, 0, synchronous)
     assert synchronous == [set()] * STEPS  # the synchronous loop submits each step's generation when it starts
+
+
+class RecordingTracker:
+    def __init__(self) -> None:
+        self.logged: list[int] = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        assert "reward/mean" in metrics
+        self.logged.append(step)
+
+
+@pytest.mark.parametrize(("log_every", "logged"), [(1, [0, 1, 2]), (2, [1]), (3, [2])])
+def test_metrics_are_logged_every_log_every_steps(policy: str, log_every: int, logged: list[int]) -> None:
+    cfg, learner, group = make_run(policy, 1, log_every=log_every, eval_every=100, checkpoint_every=100)
+    tracker = RecordingTracker()
+    controller = Controller(cfg, VOCAB, learner, group, InProcessVerifier(cfg.training), tracker=tracker)
+    state = LoopState()
+    for step in range(STEPS - 1):  # the last step evaluates, which needs a Ray Train session
+        controller.after_step(step, controller.step(step, False, state), False, state)
+    assert tracker.logged == logged
+
+
+def test_eval_checkpoint_and_last_steps_always_log() -> None:
+    training = TrainingConfig(ppo_steps=13, log_every=5, eval_every=4, checkpoint_every=6)
+    cfg = RunConfig(model=TINY, training=training)
+    assert [s for s in range(13) if is_log_step(cfg, s)] == [3, 4, 5, 7, 9, 11, 12]
+    assert is_log_step(cfg, 0, last=True) and not is_log_step(cfg, 0)
 
 
 def test_snapshot_restores_the_in_flight_generations_exactly(policy: str) -> None:
