@@ -61,6 +61,17 @@ def held_out_problems(vocab: Vocab, complexity: int, n: int, seed: int, split: S
     return distinct_problems(vocab, complexity, n, seed * 1009 + complexity, split)
 
 
+def constant_answer_accuracy(vocab: Vocab, cfg: RunConfig) -> dict[int, float]:
+    """Per eval complexity, the held-out accuracy of always giving that set's most common answer: what a policy
+    that knows no arithmetic can score (about 0.11-0.13 at p=13, against 1/13 = 0.077 for a uniform guess)."""
+    e = cfg.eval
+    accuracy = {}
+    for k in e.complexities:
+        answers = np.asarray(held_out_problems(vocab, k, e.n, e.seed).problems.answers)
+        accuracy[k] = float(np.bincount(answers).max() / len(answers))
+    return accuracy
+
+
 def evaluate(
     generate: GenerateFn,
     vocab: Vocab,

@@ -11,6 +11,11 @@ applies them, the driver reads them to say why a run is already finished).
   lets it see a fall of a few points in a policy that was near 100% (measured: the default RL settings took a
   policy at mean k1-4 0.98 to 0.92 in 50 steps).
 
+Before RL, the starting policy is also checked against a policy that knows no arithmetic (:func:`competence`):
+RL reinforces answers the policy already finds, so from a warm start no better than always giving the most common
+answer the default settings have nothing to build on (docs/results.md, "Default config from several warm starts":
+three such SFT checkpoints moved within noise in 150 steps). That gets one warning line; the run goes on.
+
 A run that stopped early records why (``stop_reason``). Run again, it trains no further while that reason still
 holds (the budget not raised, the guard still set to stop), exactly as the uninterrupted run ended; once it no
 longer holds, the run carries on from where it stopped.
@@ -101,6 +106,39 @@ def check_heldout(best: HeldOut | None, now: HeldOut, max_z: float | None) -> Gu
 
 def better(best: HeldOut | None, now: HeldOut) -> HeldOut:
     return now if best is None or now.mean() > best.mean() else best
+
+
+COMPETENCE_Z = 2.0
+"""A warm start within this many standard errors of the constant-answer accuracy (or below it) gets the warning."""
+
+
+def competence(start: HeldOut, constant: dict[int, float]) -> tuple[float, float]:
+    """(margin, z): how far the starting policy's mean held-out accuracy is above always giving each complexity's
+    most common answer (``constant``, over the same complexities), and that margin in binomial standard errors of
+    the policy's eval.
+
+    >>> start = HeldOut({1: 0.5, 2: 0.3}, {1: 100, 2: 200})
+    >>> margin, z = competence(start, {1: 0.13, 2: 0.11, 3: 0.1})
+    >>> round(margin, 3), round(z, 1)
+    (0.28, 9.4)
+    """
+    margin = start.mean() - sum(constant[k] for k in start.accuracy) / len(start.accuracy)
+    return margin, margin / max(math.sqrt(start.variance_of_mean()), MIN_SE)
+
+
+def competence_line(start: HeldOut, constant: dict[int, float]) -> str | None:
+    """The warning for a warm start with no demonstrated competence, or None."""
+    margin, z = competence(start, constant)
+    if z >= COMPETENCE_Z:
+        return None
+    ks = sorted(start.accuracy)
+    which, floor = (f"k{ks[0]}" if len(ks) == 1 else f"mean k{ks[0]}-{ks[-1]}"), start.mean() - margin
+    return (
+        f"[warm start] held-out accuracy ({which}) {start.mean():.3f} is within {COMPETENCE_Z:g} "
+        f"standard errors of always giving the most common answer ({floor:.3f}): the policy shows no arithmetic for "
+        f"RL to reinforce, and RL from such warm starts has not raised held-out accuracy; train the warm start "
+        f"further (sft.steps, sft.target_accuracy) before RL"
+    )
 
 
 def guard_line(step: int, check: GuardCheck, best: HeldOut, now: HeldOut, max_z: float, action: str) -> str:

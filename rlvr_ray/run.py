@@ -181,6 +181,22 @@ def baseline_eval(cfg: RunConfig, init_dir: Path, policy_digest: str, out: Path)
     return rows
 
 
+def check_competence(cfg: RunConfig, init_dir: Path, baseline: list[tuple[int, float, int]], tracker: Tracker) -> None:
+    """Warn (one line) when the starting policy is no better than always giving the most common answer
+    (:func:`rlvr_ray.guard.competence`); its margin over that is tagged on the run either way."""
+    from rlvr_ray.eval import constant_answer_accuracy
+    from rlvr_ray.guard import competence, competence_line, watched
+    from rlvr_ray.policy import load_vocab
+
+    start = watched(baseline, cfg.training.complexity_range)
+    constant = constant_answer_accuracy(load_vocab(init_dir), cfg)
+    margin, z = competence(start, constant)
+    tracker.set_tag("warm_start.above_constant_answer", f"{margin:+.3f} ({z:.1f} SE)")
+    line = competence_line(start, constant)
+    if line is not None:
+        print(line, file=sys.stderr)
+
+
 def fit_learner(
     cfg: RunConfig,
     init: Any,
@@ -295,6 +311,7 @@ def run_training(
         try:
             before = baseline_eval(cfg, init_dir, packed_digest(packed), out)
             baseline = [(r.complexity, r.accuracy, r.n) for r in before]
+            check_competence(cfg, init_dir, baseline, tracker)
             fit_learner(cfg, init, tracker, report_to_tune, store, group, make_scorer(cfg, init_dir), baseline)
         finally:
             group.shutdown()

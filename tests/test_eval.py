@@ -11,6 +11,7 @@ import pytest
 from rlvr_ray.config import ModelConfig, load_config
 from rlvr_ray.eval import (
     EvalRow,
+    constant_answer_accuracy,
     eval_max_tokens,
     evaluate,
     evaluate_policy_dir,
@@ -106,6 +107,22 @@ def test_run_eval_reads_eval_batch_size() -> None:
     sizes: list[int] = []
     evaluate_run(lambda prompts, spec: sizes.append(len(prompts)) or oracle(prompts, spec), VOCAB, cfg)
     assert sizes == [3, 3, 3, 1] * 2
+
+
+def test_constant_answer_accuracy_is_the_most_common_held_out_answer() -> None:
+    cfg = load_config("train_rlvr_model", ["eval.complexities=[1,3]"])
+    constant = constant_answer_accuracy(VOCAB, cfg)
+    by_hand = [[VOCAB.boe, a, b, op] for a in range(13) for b in range(13) for op in (13, 14, 15)]
+    answers = [target_completion(p[1:], VOCAB)[-2] for p in by_hand if is_eval_reference(p)]  # all 107 held out
+    counts = [answers.count(v) for v in range(13)]
+    assert constant[1] == max(counts) / 107 and list(constant) == [1, 3]
+    seen: list[list[list[int]]] = []
+    rows = evaluate(
+        lambda prompts, spec: seen.append(prompts) or oracle(prompts, spec), VOCAB, [3], 200, cfg.eval.seed, 40
+    )
+    k3_answers = [target_completion(p[1:], VOCAB)[-2] for p in seen[0]]
+    assert rows[0].n == 200 and constant[3] == max(k3_answers.count(v) for v in range(13)) / 200
+    assert 1 / 13 < constant[3] < 0.2
 
 
 def test_one_set_of_defaults_from_the_config() -> None:

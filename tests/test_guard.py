@@ -18,6 +18,8 @@ from rlvr_ray.guard import (
     better,
     budget_spent,
     check_heldout,
+    competence,
+    competence_line,
     guard_line,
     reason_holds,
     watched,
@@ -73,6 +75,34 @@ def test_guard_line_names_the_numbers_and_what_happens() -> None:
     assert "warning only" in guard_line(3, check_heldout(best, now, 3.0), best, now, 3.0, "warn")
 
 
+# Always giving the most common answer of each held-out set (p=13, the default eval seed): k1-4.
+CONSTANT = {1: 0.131, 2: 0.115, 3: 0.110, 4: 0.120}
+
+
+def test_a_warm_start_no_better_than_a_constant_answer_gets_the_warning() -> None:
+    # The three SFT checkpoints RL did not move (docs/results.md): 150 and 300 SFT steps, and loss on prompts.
+    for chance in (evals(0.093, 0.115, 0.130, 0.090), evals(0.131, 0.130, 0.095, 0.095), evals(0.065, 0.13, 0.11, 0.1)):
+        margin, z = competence(chance, CONSTANT)
+        assert abs(margin) < 0.03 and z < 2.0
+        line = competence_line(chance, CONSTANT)
+        assert line is not None and line.startswith("[warm start] held-out accuracy (mean k1-4) 0.")
+        assert "(0.119)" in line and "sft.steps, sft.target_accuracy" in line
+    # The least trained checkpoint RL did raise ("jump", 0.298): far above the floor, no warning.
+    jump = evals(0.477, 0.380, 0.215, 0.130)
+    margin, z = competence(jump, CONSTANT)
+    assert margin == pytest.approx(0.182, abs=1e-3) and z > 10 and competence_line(jump, CONSTANT) is None
+
+
+def test_competence_is_counted_in_standard_errors_of_the_eval() -> None:
+    constant = {1: 0.1}
+    small, large = HeldOut({1: 0.2}, {1: 50}), HeldOut({1: 0.2}, {1: 2000})
+    assert competence(small, constant)[0] == competence(large, constant)[0] == pytest.approx(0.1)
+    assert competence(small, constant)[1] == pytest.approx(0.1 / math.sqrt(0.2 * 0.8 / 50))
+    line = competence_line(small, constant)  # 1.8 SE on 50 problems: the same margin is noise there ...
+    assert line is not None and line.startswith("[warm start] held-out accuracy (k1) 0.200")
+    assert competence_line(large, constant) is None  # ... and 11 SE on 2000
+
+
 def test_guard_settings_are_checked_at_load() -> None:
     with pytest.raises(ConfigError, match="heldout_guard_action"):
         load_config("train_rlvr_test", ["training.heldout_guard_action=halt"])
@@ -105,4 +135,3 @@ def test_a_new_driver_says_why_a_stopped_run_is_finished(
     assert says in err and len(err.strip().splitlines()) == 1
     if says != "resuming":
         assert f"{HOW_TO_EXTEND[stopped]}, or pass another output_dir" in err
-

@@ -102,6 +102,16 @@ def test_torch_engine_run_learns_and_syncs(tmp_path: Path, warm_start: Path) -> 
     stderr = np.sqrt(before * (1 - before) / n + after * (1 - after) / n_after)
     assert n >= 100 and after - before > 4 * max(stderr, 0.02), (before, after, n, stderr)
     assert len(history(tmp_path, "eval/accuracy")) == 3
+    # A 6-step SFT policy answers no held-out k=1 prompt right: it is told so before RL, and the run goes on.
+    assert "[warm start] held-out accuracy (k1) 0.000 is within 2 standard errors" in proc.stderr
+    assert run_tags(tmp_path)["warm_start.above_constant_answer"].startswith("-0.")
+
+
+def run_tags(tmp: Path) -> dict[str, str]:
+    from mlflow.tracking import MlflowClient
+
+    run_id = (tmp / "run" / "mlflow_run_id").read_text().strip()
+    return dict(MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}").get_run(run_id).data.tags)
 
 
 def test_pipelined_run_stays_within_the_staleness_bound(tmp_path: Path, warm_start: Path) -> None:
@@ -192,4 +202,3 @@ def test_vllm_engine_pipelined_run(tmp_path: Path, warm_start: Path) -> None:
     assert [v for _, v in history(tmp_path, "async/staleness_max")] == [0.0, 1.0, 1.0, 1.0]
     assert [v for _, v in history(tmp_path, "sync/engine_version")] == [1.0, 2.0, 3.0, 4.0]
     assert history(tmp_path, "mismatch/logprob_max_abs_diff")[0][1] < 1e-3
-

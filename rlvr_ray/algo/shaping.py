@@ -16,7 +16,7 @@ def overlong_penalty(lengths: Tensor, max_length: int, buffer: int, penalty: flo
     ``-penalty`` at ``max_length``, and ``-penalty`` beyond it.
 
     >>> overlong_penalty(torch.tensor([30, 32, 36, 40]), max_length=40, buffer=8)
-    tensor([ 0.0000,  0.0000, -0.5000, -1.0000])
+    tensor([-0.0000, -0.0000, -0.5000, -1.0000])
     """
     expected = max_length - buffer
     excess = (lengths.to(torch.float32) - expected).clamp(min=0) / buffer

@@ -316,3 +316,13 @@ def test_a_failed_share_falls_back_to_scoring_the_collected_batch(tmp_path: Path
         assert scored.verifier_stats["verify/streamed"] == 0.0
         assert_scores_equal(scored.scores, direct_scores(scorer, rollouts))
 
+
+
+def test_docstring_examples_run() -> None:
+    """The pool's examples, on this module's Ray (tests/test_doctests.py leaves out modules that start Ray)."""
+    import doctest
+
+    from rlvr_ray.verify import pool
+
+    result = doctest.testmod(pool, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
