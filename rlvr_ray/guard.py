@@ -134,10 +134,10 @@ def competence_line(start: HeldOut, constant: dict[int, float]) -> str | None:
     ks = sorted(start.accuracy)
     which, floor = (f"k{ks[0]}" if len(ks) == 1 else f"mean k{ks[0]}-{ks[-1]}"), start.mean() - margin
     return (
-        f"[warm start] held-out accuracy ({which}) {start.mean():.3f} is within {COMPETENCE_Z:g} "
-        f"standard errors of always giving the most common answer ({floor:.3f}): the policy shows no arithmetic for "
-        f"RL to reinforce, and RL from such warm starts has not raised held-out accuracy; train the warm start "
-        f"further (sft.steps, sft.target_accuracy) before RL"
+        f"[warm start] held-out accuracy ({which}) {start.mean():.3f} is not {COMPETENCE_Z:g} standard errors "
+        f"above always giving the most common answer ({floor:.3f}): the policy shows no arithmetic for RL to "
+        f"reinforce, and RL from such warm starts has not raised held-out accuracy; train the warm start further "
+        f"(sft.steps, sft.target_accuracy) before RL"
     )
 
 

@@ -56,7 +56,7 @@ class StoredWeights:
     """
 
     data: dict[str, np.ndarray]
-    dtypes: dict[str, str]
+    dtypes: dict[str, torch.dtype]
     shapes: dict[str, tuple[int, ...]]
 
     @classmethod
@@ -67,7 +67,7 @@ class StoredWeights:
         for name, tensor in state_dict.items():
             flat = tensor.detach().reshape(-1).to("cpu", copy=True)  # its own bytes: the source trains on
             data[name] = flat.view(torch.uint8).numpy()
-            dtypes[name], shapes[name] = str(flat.dtype).removeprefix("torch."), tuple(tensor.shape)
+            dtypes[name], shapes[name] = flat.dtype, tuple(tensor.shape)
         return cls(data, dtypes, shapes)
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -77,7 +77,7 @@ class StoredWeights:
         with warnings.catch_warnings():  # torch warns that the store's buffers are read-only; they are only read
             warnings.simplefilter("ignore", UserWarning)
             return {
-                name: torch.from_numpy(array).view(getattr(torch, self.dtypes[name])).reshape(self.shapes[name])
+                name: torch.from_numpy(array).view(self.dtypes[name]).reshape(self.shapes[name])
                 for name, array in self.data.items()
             }
 
