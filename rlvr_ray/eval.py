@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -38,6 +39,9 @@ class EvalRow:
     n: problems actually evaluated (distinct prompts of the eval split; fewer than asked where the split is small).
     space: distinct prompts of this complexity; held_out: how many of them are in the eval split, where the space
     was small enough to count (None otherwise: then about EVAL_FRACTION of the space, far more than n).
+    constant_answer: the accuracy of always giving the most common answer of these problems, what a policy that
+    knows no arithmetic can score (about 0.11-0.13 at p=13, against 1/13 for a uniform guess); NaN in a row not
+    made by :func:`evaluate`.
     """
 
     complexity: int
@@ -47,6 +51,7 @@ class EvalRow:
     chain_exact: float
     space: int = 0
     held_out: int | None = None
+    constant_answer: float = math.nan
 
     @property
     def all_held_out(self) -> bool:
@@ -59,17 +64,6 @@ def held_out_problems(vocab: Vocab, complexity: int, n: int, seed: int, split: S
     from rlvr_ray.task.heldout import distinct_problems
 
     return distinct_problems(vocab, complexity, n, seed * 1009 + complexity, split)
-
-
-def constant_answer_accuracy(vocab: Vocab, cfg: RunConfig) -> dict[int, float]:
-    """Per eval complexity, the held-out accuracy of always giving that set's most common answer: what a policy
-    that knows no arithmetic can score (about 0.11-0.13 at p=13, against 1/13 = 0.077 for a uniform guess)."""
-    e = cfg.eval
-    accuracy = {}
-    for k in e.complexities:
-        answers = np.asarray(held_out_problems(vocab, k, e.n, e.seed).problems.answers)
-        accuracy[k] = float(np.bincount(answers).max() / len(answers))
-    return accuracy
 
 
 def evaluate(
@@ -100,7 +94,8 @@ def evaluate(
         scores = score_batch(prompts, completions, problems.answers.tolist(), vocab, "correct", 0.0, 1.0)
         exact = [chain_exact(p, c, vocab) for p, c in zip(prompts, completions, strict=True)]
         rates = float(scores.correct.mean()), float(scores.boxed.mean()), float(np.mean(exact))
-        rows.append(EvalRow(k, len(problems), *rates, space=held.space, held_out=held.in_split))
+        constant = float(np.bincount(problems.answers).max() / len(problems))
+        rows.append(EvalRow(k, len(problems), *rates, held.space, held.in_split, constant))
     return rows
 
 

@@ -12,7 +12,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +171,7 @@ def baseline_eval(cfg: RunConfig, init_dir: Path, policy_digest: str, out: Path)
         "max_tokens": eval_max_tokens(cfg),
         "generative_process": cfg.generative_process.model_dump(mode="json"),
         "policy_sha256": policy_digest,
+        "row_fields": [f.name for f in fields(EvalRow)],  # rows cached before a field was added are made again
     }
     if cache.is_file():
         cached = json.loads(cache.read_text())
@@ -181,15 +182,13 @@ def baseline_eval(cfg: RunConfig, init_dir: Path, policy_digest: str, out: Path)
     return rows
 
 
-def check_competence(cfg: RunConfig, init_dir: Path, baseline: list[tuple[int, float, int]], tracker: Tracker) -> None:
+def check_competence(cfg: RunConfig, before: list[EvalRow], tracker: Tracker) -> None:
     """Warn (one line) when the starting policy is no better than always giving the most common answer
     (:func:`rlvr_ray.guard.competence`); its margin over that is tagged on the run either way."""
-    from rlvr_ray.eval import constant_answer_accuracy
     from rlvr_ray.guard import competence, competence_line, watched
-    from rlvr_ray.policy import load_vocab
 
-    start = watched(baseline, cfg.training.complexity_range)
-    constant = constant_answer_accuracy(load_vocab(init_dir), cfg)
+    start = watched(((r.complexity, r.accuracy, r.n) for r in before), cfg.training.complexity_range)
+    constant = {r.complexity: r.constant_answer for r in before}
     margin, z = competence(start, constant)
     tracker.set_tag("warm_start.above_constant_answer", f"{margin:+.3f} ({z:.1f} SE)")
     line = competence_line(start, constant)
@@ -311,7 +310,7 @@ def run_training(
         try:
             before = baseline_eval(cfg, init_dir, packed_digest(packed), out)
             baseline = [(r.complexity, r.accuracy, r.n) for r in before]
-            check_competence(cfg, init_dir, baseline, tracker)
+            check_competence(cfg, before, tracker)
             fit_learner(cfg, init, tracker, report_to_tune, store, group, make_scorer(cfg, init_dir), baseline)
         finally:
             group.shutdown()

@@ -4,6 +4,7 @@ evaluator with the config's defaults; CLI table and JSON."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,6 @@ import pytest
 from rlvr_ray.config import ModelConfig, load_config
 from rlvr_ray.eval import (
     EvalRow,
-    constant_answer_accuracy,
     eval_max_tokens,
     evaluate,
     evaluate_policy_dir,
@@ -109,20 +109,19 @@ def test_run_eval_reads_eval_batch_size() -> None:
     assert sizes == [3, 3, 3, 1] * 2
 
 
-def test_constant_answer_accuracy_is_the_most_common_held_out_answer() -> None:
+def test_each_row_has_the_accuracy_of_the_most_common_held_out_answer() -> None:
     cfg = load_config("train_rlvr_model", ["eval.complexities=[1,3]"])
-    constant = constant_answer_accuracy(VOCAB, cfg)
+    seen: list[list[list[int]]] = []
+    rows = evaluate_run(lambda prompts, spec: seen.append(prompts) or oracle(prompts, spec), VOCAB, cfg)
+    constant = {r.complexity: r.constant_answer for r in rows}
     by_hand = [[VOCAB.boe, a, b, op] for a in range(13) for b in range(13) for op in (13, 14, 15)]
     answers = [target_completion(p[1:], VOCAB)[-2] for p in by_hand if is_eval_reference(p)]  # all 107 held out
     counts = [answers.count(v) for v in range(13)]
     assert constant[1] == max(counts) / 107 and list(constant) == [1, 3]
-    seen: list[list[list[int]]] = []
-    rows = evaluate(
-        lambda prompts, spec: seen.append(prompts) or oracle(prompts, spec), VOCAB, [3], 200, cfg.eval.seed, 40
-    )
-    k3_answers = [target_completion(p[1:], VOCAB)[-2] for p in seen[0]]
-    assert rows[0].n == 200 and constant[3] == max(k3_answers.count(v) for v in range(13)) / 200
+    k3_answers = [target_completion(p[1:], VOCAB)[-2] for p in seen[1]]
+    assert rows[1].n == 200 and constant[3] == max(k3_answers.count(v) for v in range(13)) / 200
     assert 1 / 13 < constant[3] < 0.2
+    assert math.isnan(EvalRow(1, 10, 0.5, 1.0, 0.25).constant_answer)  # unknown in a row made by hand
 
 
 def test_one_set_of_defaults_from_the_config() -> None:
