@@ -43,11 +43,10 @@ class LearnerRank:
         return self.learner.update(batch.to(self.device), self.world), last
 
     def policy_state(self, on_cpu: bool = True) -> dict[str, torch.Tensor]:
-        """HF-named policy weights (what the engines load): CPU copies, or the live tensors for an NCCL broadcast."""
+        """HF-named policy weights (what the engines load), detached: on the CPU (a learner on the CPU hands its live
+        tensors; the object store's put copies them, ``StoredWeights``), or where they live for an NCCL broadcast."""
         state = self.learner.policy.policy.state_dict()
-        if not on_cpu:
-            return {k: v.detach() for k, v in state.items()}
-        return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+        return {k: v.detach().to("cpu") if on_cpu else v.detach() for k, v in state.items()}
 
 
 def build_learner_rank(cfg: RunConfig, init_dir: Any, rank: int, world: int) -> tuple[LearnerRank, LoopState]:
