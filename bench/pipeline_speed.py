@@ -58,14 +58,18 @@ def busy_fraction(samples: list[tuple[float, float, float]], windows: list[tuple
     return busy / total if total else float("nan")
 
 
-def plain_step_spans(timestamps: dict[int, float], eval_steps: set[int]) -> list[tuple[float, float]]:
-    """(end of step s-1, end of step s) for each step s that did not evaluate.
+def plain_step_spans(timestamps: dict[int, float], eval_steps: set[int]) -> list[tuple[float, float, int]]:
+    """(log time of step a, log time of step b, b - a) for each pair of consecutive logged steps a < b whose span
+    holds no eval. With ``training.log_every`` above 1 a span covers several steps; an eval step is always logged,
+    so a span that holds one ends on it.
 
     >>> plain_step_spans({0: 1.0, 1: 2.0, 2: 3.5, 3: 4.0, 4: 4.5}, {2})
-    [(1.0, 2.0), (3.5, 4.0), (4.0, 4.5)]
+    [(1.0, 2.0, 1), (3.5, 4.0, 1), (4.0, 4.5, 1)]
+    >>> plain_step_spans({0: 1.0, 10: 3.0, 15: 5.0, 20: 6.0}, {15})
+    [(1.0, 3.0, 10), (5.0, 6.0, 5)]
     """
     pairs = itertools.pairwise(sorted(timestamps))
-    return [(timestamps[a], timestamps[b]) for a, b in pairs if b not in eval_steps]
+    return [(timestamps[a], timestamps[b], b - a) for a, b in pairs if b not in eval_steps]
 
 
 def plain_step_windows(timestamps: dict[int, float], eval_steps: set[int]) -> list[tuple[float, float]]:
@@ -76,7 +80,7 @@ def plain_step_windows(timestamps: dict[int, float], eval_steps: set[int]) -> li
     [(1.0, 2.0), (3.5, 4.5)]
     """
     windows: list[tuple[float, float]] = []
-    for start, stop in plain_step_spans(timestamps, eval_steps):
+    for start, stop, _ in plain_step_spans(timestamps, eval_steps):
         if windows and windows[-1][1] == start:
             windows[-1] = (windows[-1][0], stop)
         else:
@@ -90,9 +94,21 @@ def wall_steps_per_s(timestamps: dict[int, float], eval_steps: set[int]) -> floa
 
     >>> wall_steps_per_s({0: 1.0, 1: 2.0, 2: 3.5, 3: 4.0, 4: 4.5}, {2})
     1.5
+    >>> wall_steps_per_s({0: 1.0, 10: 3.0, 15: 5.0, 20: 6.0}, {15})
+    5.0
     """
     spans = plain_step_spans(timestamps, eval_steps)
-    return len(spans) / sum(stop - start for start, stop in spans)
+    return sum(steps for _, _, steps in spans) / sum(stop - start for start, stop, _ in spans)
+
+
+def train_steps_per_s(train_s: dict[int, float]) -> float:
+    """RL steps per train second between the first and the last logged step (``time/train_s`` by step).
+
+    >>> train_steps_per_s({0: 0.5, 10: 3.0, 20: 5.5, 30: 8.0})
+    4.0
+    """
+    first, last = min(train_s), max(train_s)
+    return (last - first) / (train_s[last] - train_s[first])
 
 
 def run_setting(args: argparse.Namespace, staleness: int) -> dict[str, Any]:
@@ -131,9 +147,9 @@ def summarise(staleness: int, uri: str, out: Path, samples: list, wall_s: float)
     waits = [m.value for m in series("async/learner_wait_s")]
     return {
         "max_staleness": staleness,
-        "steps": len(train),
+        "steps": train[-1].step + 1,
         "train_s": train[-1].value,
-        "steps_per_s": (len(train) - 1) / (train[-1].value - train[0].value),
+        "steps_per_s": train_steps_per_s({m.step: m.value for m in train}),
         "wall_steps_per_s": wall_steps_per_s(stamps, {m.step for m in evals}),
         "cpu_busy_plain_steps": busy_fraction(samples, windows),
         "learner_wait_s_mean": sum(waits) / len(waits),

@@ -215,7 +215,8 @@ class TrainingConfig(_Section):
     correct_weight: float = Field(0.7, ge=0)
     """Weight of the exact-answer reward in combined."""
     log_every: int = Field(1, ge=1)
-    """Steps between metric logs to MLflow (each logs its own step's values); eval and checkpoint steps always log."""
+    """Steps between metric logs to MLflow; each log reduces the steps since the last one
+    (:func:`rlvr_ray.tracking.reduce_window`). Eval and checkpoint steps always log."""
     eval_every: int = Field(50, ge=1)
     """Steps between held-out evaluations (also the Tune report cadence)."""
     checkpoint_every: int = Field(50, ge=1)

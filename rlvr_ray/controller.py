@@ -39,6 +39,7 @@ from rlvr_ray.rollout.pipeline import RolloutBuffer, staleness_of
 from rlvr_ray.sync.push import make_weight_push
 from rlvr_ray.task.prompts import PromptSampler
 from rlvr_ray.task.vocab import Vocab
+from rlvr_ray.tracking import reduce_window
 from rlvr_ray.types import Completion, PromptBatch, RolloutBatch, SamplingSpec, ScoredBatch
 
 
@@ -139,6 +140,7 @@ class Controller:
             seed=t.seed,
         )
         self.last_eval: dict[str, float] = {}
+        self.unlogged: list[dict[str, float]] = []  # metrics of the steps since the last log
         self.buffer = RolloutBuffer(
             rollout_group, self.sampler.sample, sampling, t.max_staleness, prescore=verifier_pool.prescore
         )
@@ -207,8 +209,10 @@ class Controller:
     def after_step(self, step: int, metrics: dict[str, float], last: bool, state: LoopState) -> None:
         """Held-out eval, logging, checkpoint and Ray Train report of a finished step (off the train clock).
 
-        A step that is not logged (``training.log_every``) loses only its own values: counters such as
-        ``async/refused_batches`` are running totals, and the next logged step carries them."""
+        A logged step logs the steps since the last log, reduced (:func:`rlvr_ray.tracking.reduce_window`: means,
+        maxima, event counts summed, running totals as they stand), so a step that is not logged
+        (``training.log_every``) loses nothing. Eval and checkpoint steps always log, so a resumed run starts with
+        nothing unlogged."""
         evaluate_now, save = is_eval_step(self.cfg, step, last), is_checkpoint_step(self.cfg, step, last)
         if evaluate_now:
             rows = evaluate_run(self.engine_generate, self.vocab, self.cfg)
@@ -217,8 +221,10 @@ class Controller:
             now = watched(((r.complexity, r.accuracy, r.n) for r in rows), self.cfg.training.complexity_range)
             metrics.update(self.guard(step, now, last, state))
             state.best_eval_accuracy = max(state.best_eval_accuracy, metrics["eval/accuracy"])
+        self.unlogged.append(metrics)
         if is_log_step(self.cfg, step, last):
-            self.tracker.log_metrics(metrics, step)
+            self.tracker.log_metrics(reduce_window(self.unlogged), step)
+            self.unlogged = []
         if save:
             state.inflight = self.buffer.snapshot()
         if evaluate_now or save:  # every report carries the latest held-out metrics (Tune reads them from each)

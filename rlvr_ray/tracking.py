@@ -8,10 +8,56 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 RUN_ID_FILE = "mlflow_run_id"
+
+SUMMED = frozenset({"verify/retries", "verify/errors", "verify/respawns"})
+"""Counts of events within one step: a logged window reports how many happened in all its steps."""
+LATEST = frozenset(
+    {
+        "async/refused_batches",
+        "guard/trips",
+        "recovery/learner_restarts",
+        "recovery/rollout_respawns",
+        "sync/engine_version",
+        "time/train_s",
+        "update/lr",
+    }
+)
+"""Running totals and the state at the end of a step: a logged window reports its last step's value."""
+MAXED = frozenset({"mismatch/logprob_max_abs_diff"})
+"""Largest values (besides every ``*_max``): a logged window reports its largest."""
+
+
+def reduce_window(steps: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """One value per metric for the steps since the last log (``training.log_every``), so a step that is not logged
+    loses nothing: the mean over the steps that report the metric, except the largest for ``*_max`` and
+    :data:`MAXED`, the sum for :data:`SUMMED` and the last value for :data:`LATEST`. A NaN in the window stays NaN
+    (:meth:`Tracker.log_metrics` drops it and counts it). One step is its own values.
+
+    >>> reduce_window([{"reward/mean": 0.25, "async/staleness_max": 1.0, "verify/retries": 1.0, "time/train_s": 2.0},
+    ...                {"reward/mean": 0.75, "async/staleness_max": 0.0, "verify/retries": 2.0, "time/train_s": 3.5},
+    ...                {"eval/accuracy": 0.5}])
+    {'reward/mean': 0.5, 'async/staleness_max': 1.0, 'verify/retries': 3.0, 'time/train_s': 3.5, 'eval/accuracy': 0.5}
+    """
+    values: dict[str, list[float]] = {}
+    for metrics in steps:
+        for key, value in metrics.items():
+            values.setdefault(key, []).append(float(value))
+    out = {}
+    for key, seen in values.items():
+        if key in LATEST:
+            out[key] = seen[-1]
+        elif key in SUMMED:
+            out[key] = sum(seen)
+        elif key in MAXED or key.endswith("_max"):
+            out[key] = float("nan") if any(math.isnan(v) for v in seen) else max(seen)
+        else:
+            out[key] = sum(seen) / len(seen)
+    return out
 
 
 def resolve_tracking_uri(configured: str | None, output_root: Path) -> str:

@@ -161,10 +161,12 @@ def test_after_a_plain_step_the_next_generation_is_queued_behind_the_new_weights
 class RecordingTracker:
     def __init__(self) -> None:
         self.logged: list[int] = []
+        self.metrics: list[dict[str, float]] = []
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         assert "reward/mean" in metrics
         self.logged.append(step)
+        self.metrics.append(dict(metrics))
 
 
 @pytest.mark.parametrize(("log_every", "logged"), [(1, [0, 1, 2]), (2, [1]), (3, [2])])
@@ -176,6 +178,27 @@ def test_metrics_are_logged_every_log_every_steps(policy: str, log_every: int, l
     for step in range(STEPS - 1):  # the last step evaluates, which needs a Ray Train session
         controller.after_step(step, controller.step(step, False, state), False, state)
     assert tracker.logged == logged
+
+
+def test_a_logged_step_reduces_every_step_since_the_last_log(policy: str) -> None:
+    """log_every=3: step 2 logs steps 0-2, so steps 0 and 1 lose nothing (means, maxima, running totals)."""
+    cfg, learner, group = make_run(policy, 1, log_every=3, eval_every=100, checkpoint_every=100)
+    tracker = RecordingTracker()
+    controller = Controller(cfg, VOCAB, learner, group, InProcessVerifier(cfg.training), tracker=tracker)
+    state, steps = LoopState(), []
+    for step in range(3):
+        metrics = controller.step(step, False, state)
+        steps.append(dict(metrics))
+        controller.after_step(step, metrics, False, state)
+    assert tracker.logged == [2]
+    (logged,) = tracker.metrics
+    assert set(logged) == set().union(*steps)  # every key any of the steps reported
+    assert len({m["reward/mean"] for m in steps}) > 1  # the steps differ, so a mean differs from any one of them
+    assert logged["reward/mean"] == pytest.approx(sum(m["reward/mean"] for m in steps) / 3, rel=1e-12)
+    assert logged["perf/update_s"] == pytest.approx(sum(m["perf/update_s"] for m in steps) / 3, rel=1e-12)
+    assert logged["async/staleness_max"] == max(m["async/staleness_max"] for m in steps) == 1.0
+    assert logged["async/staleness_mean"] == pytest.approx(2 / 3)  # step 0 trains on version-0 samples
+    assert logged["sync/engine_version"] == steps[-1]["sync/engine_version"] == 3.0
 
 
 def test_eval_checkpoint_and_last_steps_always_log() -> None:
