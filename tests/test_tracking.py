@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlvr_ray.tracking import Tracker, flatten_params, resolve_tracking_uri
+from rlvr_ray.tracking import LATEST, MAXED, SUMMED, Tracker, flatten_params, reduce_window, resolve_tracking_uri
 
 
 def free_port() -> int:
@@ -153,3 +154,34 @@ def test_final_policy_reaches_a_laptop_through_the_tracking_server(
     rows = evaluate_policy_dir(str(policy), load_config("train_rlvr_test", overrides))
     after = json.loads((tmp_path / "run" / "eval_after.json").read_text())
     assert [r.accuracy for r in rows] == [row["accuracy"] for row in after]
+
+
+def test_a_window_of_one_step_is_that_steps_values() -> None:
+    step = {"reward/mean": 0.1, "async/staleness_max": 1.0, "verify/retries": 2.0, "time/train_s": 3.0}
+    assert reduce_window([step]) == step
+
+
+def test_each_kind_of_metric_is_reduced_its_own_way() -> None:
+    window = [
+        {"reward/mean": 0.1, "offpolicy/is_weight_max": 1.5, "verify/errors": 1.0, "update/lr": 2e-4},
+        {"reward/mean": 0.4, "offpolicy/is_weight_max": 1.2, "verify/errors": 0.0, "update/lr": 1e-4},
+        {"mismatch/logprob_max_abs_diff": 0.3},  # a key only some steps report
+        {"reward/mean": 0.7, "mismatch/logprob_max_abs_diff": 0.1},
+    ]
+    assert reduce_window(window) == {
+        "reward/mean": pytest.approx(0.4),  # over the three steps that report it
+        "offpolicy/is_weight_max": 1.5,
+        "verify/errors": 1.0,
+        "update/lr": 1e-4,
+        "mismatch/logprob_max_abs_diff": 0.3,
+    }
+    assert not (SUMMED & LATEST) and not (SUMMED & MAXED) and not (LATEST & MAXED)
+
+
+@pytest.mark.parametrize("key", ["reward/mean", "async/staleness_max", "verify/retries"])
+def test_a_nan_in_the_window_is_not_hidden(key: str) -> None:
+    """NaN stays NaN whatever its position (log_metrics then drops it and counts it): a bad step is not averaged
+    away, and max() of a list holding NaN would depend on the order."""
+    for window in ([1.0, float("nan"), 2.0], [float("nan"), 1.0], [1.0, float("nan")]):
+        assert math.isnan(reduce_window([{key: v} for v in window])[key])
+
